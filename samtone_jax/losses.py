@@ -1,0 +1,342 @@
+"""Contrastive losses for dual encoders: in-batch softmax, SamToNe and PAIR.
+
+All losses are functions of L2-normalised embeddings. Notation (shared/DESIGN.md,
+"The losses"): `q_i`, `p_i` are the query and positive passage of example i, `B` the
+global batch, `s(a, b) = a . b` and `t` the temperature.
+
+- In-batch softmax, query->passage, row i: `-log e^{s(q_i,p_i)/t} / sum_j e^{s(q_i,p_j)/t}`.
+  Hard negatives `n` (all `B * k` of the global batch) join every query->passage row.
+- Passage->query: the same with the roles swapped. Bidirectional: `L = L_qp + L_pq`.
+- SamToNe (same tower negatives): the query->passage row i also sums `e^{s(q_i,q_j)/t}`
+  over `j != i` ("query" side); the passage->query row i sums `e^{s(p_i,p_j)/t}` ("document").
+- PAIR: the query->passage direction becomes `(1 - a) L_qp + a L_P`, where `L_P` contrasts
+  `s(q_i, p_i)` with the passage-passage similarities `s(p_i, p_j)`, `j != i`.
+- Duplicate masking, with content ids: in a cross-tower row i, item j != i is removed when
+  `passage_id[j] == passage_id[i]` or `query_id[j] == query_id[i]`; in a same-tower sum, item
+  j != i is removed when its id equals the anchor's. The positive is never removed.
+
+`contrastive_loss` works on whole (global) arrays. `sharded_contrastive_loss` computes the same
+value under a device mesh, each device only its own rows. Both use `_block_means` on a block
+of rows, so the two can differ only by the order of float additions.
+
+References:
+  Moiseev et al., "SamToNe: Improving Contrastive Loss for Dual Encoder Retrieval Models
+  with Same Tower Negatives", Findings of ACL 2023. https://arxiv.org/abs/2306.02516
+  Ren et al., "PAIR: Leveraging Passage-Centric Similarity Relation for Improving Dense
+  Passage Retrieval", Findings of ACL 2021. https://arxiv.org/abs/2108.06027
+"""
+
+import functools
+import math
+import numbers
+from typing import Callable, Mapping, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+SAME_TOWER_OPTIONS = ("none", "query", "document", "both")
+
+Array = jax.Array
+LossFn = Callable[..., tuple[Array, dict[str, Array]]]
+
+
+def _check_options(temperature, same_tower, bidirectional, pair_alpha):
+  """Raises ValueError, naming the argument, for options outside their domain."""
+  if not isinstance(temperature, numbers.Real) or not temperature > 0:
+    raise ValueError(f"temperature must be a number > 0, got {temperature!r}.")
+  if same_tower not in SAME_TOWER_OPTIONS:
+    raise ValueError(
+        f"same_tower must be one of {SAME_TOWER_OPTIONS}, got {same_tower!r}.")
+  if same_tower in ("document", "both") and not bidirectional:
+    raise ValueError(
+        f"same_tower={same_tower!r} needs bidirectional=True: document-side negatives join"
+        " the passage->query direction, which bidirectional=False leaves out.")
+  if not isinstance(pair_alpha, numbers.Real) or not 0.0 <= pair_alpha <= 1.0:
+    raise ValueError(f"pair_alpha must be a number in [0, 1], got {pair_alpha!r}.")
+
+
+def _check_inputs(query_emb, passage_emb, negative_emb, query_ids, passage_ids):
+  """Raises ValueError, naming the argument, for arrays of the wrong shape or dtype."""
+  for name, x in (("query_emb", query_emb), ("passage_emb", passage_emb)):
+    if x.ndim != 2 or not jnp.issubdtype(x.dtype, jnp.floating):
+      raise ValueError(f"{name} must be a floating [B, d] array, got {x.dtype}{list(x.shape)}.")
+  if query_emb.shape != passage_emb.shape:
+    raise ValueError(
+        f"query_emb and passage_emb must have the same shape [B, d], got"
+        f" {list(query_emb.shape)} and {list(passage_emb.shape)}.")
+  batch, dim = query_emb.shape
+  if batch == 0:
+    raise ValueError("query_emb and passage_emb have an empty batch (B = 0).")
+  if negative_emb is not None and (
+      negative_emb.ndim != 3 or negative_emb.shape[0] != batch
+      or negative_emb.shape[2] != dim
+      or not jnp.issubdtype(negative_emb.dtype, jnp.floating)):
+    raise ValueError(
+        f"negative_emb must be a floating [B, k, d] = [{batch}, k, {dim}] array, got"
+        f" {negative_emb.dtype}{list(negative_emb.shape)}.")
+  for name, ids in (("query_ids", query_ids), ("passage_ids", passage_ids)):
+    if ids is not None and (ids.shape != (batch,) or not jnp.issubdtype(ids.dtype, jnp.integer)):
+      raise ValueError(f"{name} must be an integer [B] = [{batch}] array, got"
+                       f" {ids.dtype}{list(ids.shape)}.")
+
+
+def _masked_logsumexp(pieces: Sequence[tuple[Array, Optional[Array]]]) -> Array:
+  """log-sum-exp over the kept entries of several blocks of logits, row by row.
+
+  Masked entries are excluded exactly: they become -inf before the exponential, so they add
+  0 to the sum and receive a zero gradient.
+
+  Args:
+    pieces: pairs `(logits [b, n_k], keep [b, n_k] bool or None)`; None keeps every entry.
+      Each row must keep at least one entry in total.
+
+  Returns:
+    [b] float32.
+  """
+  masked = [x if keep is None else jnp.where(keep, x, -jnp.inf)
+            for x, keep in pieces if x.shape[-1]]
+  row_max = functools.reduce(jnp.maximum, [jnp.max(x, axis=-1) for x in masked])
+  row_max = lax.stop_gradient(row_max)
+  total = sum(jnp.sum(jnp.exp(x - row_max[:, None]), axis=-1) for x in masked)
+  return row_max + jnp.log(total)
+
+
+def _similarity(a: Array, b: Array) -> Array:
+  """[n, d] x [m, d] -> [n, m] dot products in float32 at full matmul precision."""
+  return jnp.einsum("nd,md->nm", a, b, precision=lax.Precision.HIGHEST,
+                    preferred_element_type=jnp.float32)
+
+
+def _block_means(q_rows, p_rows, q_all, p_all, n_all, qid_rows, pid_rows, qid_all, pid_all,
+                 offset, *, temperature, same_tower, bidirectional, pair_alpha):
+  """Contributions of a block of rows to the global-batch means of the loss and metrics.
+
+  Summing the result over blocks that cover the global batch gives the loss and metrics of
+  the whole batch; one block covering it all is the single-device case.
+
+  Args:
+    q_rows, p_rows: [b, d] queries and positives of the block's rows.
+    q_all, p_all: [B, d] queries and positives of the global batch.
+    n_all: [N, d] hard negatives of the global batch (N = B * k), or None.
+    qid_rows, pid_rows: [b] int content ids of the block's rows, or None.
+    qid_all, pid_all: [B] int content ids of the global batch, or None.
+    offset: int scalar, global index of the block's first row.
+    temperature, same_tower, bidirectional, pair_alpha: as in `contrastive_loss`.
+
+  Returns:
+    Dict of float32 scalars: this block's share of each global mean.
+  """
+  f32 = lambda x: None if x is None else x.astype(jnp.float32)
+  q_rows, p_rows, q_all, p_all, n_all = map(f32, (q_rows, p_rows, q_all, p_all, n_all))
+  b, batch = q_rows.shape[0], q_all.shape[0]
+  rows = jnp.arange(b)
+  positive = (offset + rows)[:, None] == jnp.arange(batch)[None, :]  # [b, B]
+
+  def differs(ids_rows, ids_all):  # [b, B]: True where item j's id differs from row i's.
+    return ids_rows[:, None] != ids_all[None, :]
+
+  # Cross-tower rows keep item j unless it is a known positive of the anchor (equal query
+  # or passage id); same-tower rows keep j != i unless it is a copy of the anchor.
+  keep_cross = None
+  for ids_rows, ids_all in ((qid_rows, qid_all), (pid_rows, pid_all)):
+    if ids_rows is not None:
+      d = differs(ids_rows, ids_all)
+      keep_cross = d if keep_cross is None else keep_cross & d
+  if keep_cross is not None:
+    keep_cross = keep_cross | positive
+  keep_qq = ~positive if qid_rows is None else ~positive & differs(qid_rows, qid_all)
+  keep_pp = ~positive if pid_rows is None else ~positive & differs(pid_rows, pid_all)
+
+  # query -> passage: [b, B] logits, the positive on the block's diagonal.
+  logits_qp = _similarity(q_rows, p_all) / temperature
+  pos_qp = logits_qp[rows, offset + rows]  # [b]
+  pieces = [(logits_qp, keep_cross)]
+  if n_all is not None:
+    logits_qn = _similarity(q_rows, n_all) / temperature  # [b, N]
+    pieces.append((logits_qn, None))
+  if same_tower in ("query", "both"):
+    pieces.append((_similarity(q_rows, q_all) / temperature, keep_qq))  # [b, B]
+  loss_qp = _masked_logsumexp(pieces) - pos_qp  # [b]
+
+  # In-batch retrieval rank of the positive among the passages (and hard negatives):
+  # 1 + the number of kept candidates that score strictly higher.
+  beats = logits_qp > pos_qp[:, None]
+  if keep_cross is not None:
+    beats &= keep_cross
+  above = jnp.sum(beats, axis=-1)
+  if n_all is not None:
+    above += jnp.sum(logits_qn > pos_qp[:, None], axis=-1)
+
+  if pair_alpha > 0 or same_tower in ("document", "both"):
+    logits_pp = _similarity(p_rows, p_all) / temperature  # [b, B]
+  out = {}
+  if pair_alpha > 0:
+    loss_pair = _masked_logsumexp([(pos_qp[:, None], None), (logits_pp, keep_pp)]) - pos_qp
+    out["loss_pair"] = loss_pair
+    loss_rows = (1.0 - pair_alpha) * loss_qp + pair_alpha * loss_pair
+  else:
+    loss_rows = loss_qp
+  if bidirectional:
+    # passage -> query: [b, B] logits.
+    logits_pq = _similarity(p_rows, q_all) / temperature
+    pos_pq = logits_pq[rows, offset + rows]
+    pieces = [(logits_pq, keep_cross)]
+    if same_tower in ("document", "both"):
+      pieces.append((logits_pp, keep_pp))
+    loss_pq = _masked_logsumexp(pieces) - pos_pq
+    beats_pq = logits_pq > pos_pq[:, None]
+    if keep_cross is not None:
+      beats_pq &= keep_cross
+    out["loss_pq"] = loss_pq
+    out["accuracy_pq"] = jnp.sum(beats_pq, axis=-1) == 0
+    loss_rows = loss_rows + loss_pq
+  out.update(loss=loss_rows, loss_qp=loss_qp, accuracy_qp=above == 0, mrr_qp=1.0 / (1.0 + above),
+             pos_sim=pos_qp * temperature)
+  means = {k: jnp.sum(v.astype(jnp.float32)) / batch for k, v in out.items()}
+
+  # Mean similarity over the B (B - 1) off-diagonal pairs, without a [b, B] matrix:
+  # sum_{i in block} sum_{j != i} a_i . c_j = sum_i a_i . (sum_j c_j) - sum_i a_i . c_i.
+  pairs = max(batch * (batch - 1), 1)
+  def off_diagonal_mean(a_rows, c_rows, c_all):
+    return (jnp.dot(jnp.sum(a_rows, 0), jnp.sum(c_all, 0), precision=lax.Precision.HIGHEST)
+            - jnp.sum(a_rows * c_rows)) / pairs
+  means["neg_sim"] = off_diagonal_mean(q_rows, p_rows, p_all)
+  means["qq_sim"] = off_diagonal_mean(q_rows, q_rows, q_all)
+  means["pp_sim"] = off_diagonal_mean(p_rows, p_rows, p_all)
+  return means
+
+
+def contrastive_loss(
+    query_emb: Array,
+    passage_emb: Array,
+    *,
+    temperature: float = 0.01,
+    same_tower: str = "query",
+    bidirectional: bool = True,
+    pair_alpha: float = 0.0,
+    negative_emb: Optional[Array] = None,
+    query_ids: Optional[Array] = None,
+    passage_ids: Optional[Array] = None,
+) -> tuple[Array, dict[str, Array]]:
+  """In-batch softmax contrastive loss with optional same tower negatives (SamToNe) and PAIR.
+
+  Single-device semantics on whole arrays: the batch here is the global batch. Under a mesh,
+  use `sharded_contrastive_loss`, which returns the same value.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> q = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+    >>> p = jnp.array([[0.6, 0.8], [0.8, 0.6]])
+    >>> loss, metrics = contrastive_loss(q, p, temperature=1.0, same_tower="none",
+    ...                                  bidirectional=False)
+    >>> print(f"{loss:.4f}")  # log(e^0.6 + e^0.8) - 0.6, twice, averaged
+    0.7981
+
+  Args:
+    query_emb: [B, d] L2-normalised query embeddings (similarity is the dot product).
+    passage_emb: [B, d] L2-normalised embeddings of each query's positive passage.
+    temperature: t > 0, logits are s / t (the paper: 0.01).
+    same_tower: "none" (in-batch softmax), "query" (SamToNe, the paper's default),
+      "document" or "both": which same-tower similarities join the denominators.
+    bidirectional: add the passage->query loss (the paper uses it throughout).
+    pair_alpha: a in [0, 1]; a > 0 makes the query->passage term `(1-a) L_qp + a L_P` (PAIR,
+      a = 0.1 in its paper).
+    negative_emb: [B, k, d] hard negatives; all B * k join every query->passage row.
+    query_ids: [B] int ids of the query texts (equal ids = equal texts), for masking.
+    passage_ids: [B] int ids of the passage texts, for masking.
+
+  Returns:
+    `(loss, metrics)`: the scalar float32 loss, and a dict of float32 scalars: `loss`,
+    `loss_qp`, `loss_pq` (if bidirectional), `loss_pair` (if pair_alpha > 0), `accuracy_qp`
+    and `mrr_qp` (in-batch rank of the positive among passages and hard negatives, ties in
+    its favour), `accuracy_pq` (if bidirectional), `pos_sim` (mean s(q_i, p_i)), and the mean
+    off-diagonal similarities `neg_sim` (q_i, p_j), `qq_sim` and `pp_sim`.
+
+  Raises:
+    ValueError: for a bad option or array, naming it.
+  """
+  _check_options(temperature, same_tower, bidirectional, pair_alpha)
+  _check_inputs(query_emb, passage_emb, negative_emb, query_ids, passage_ids)
+  n_all = None if negative_emb is None else negative_emb.reshape(-1, negative_emb.shape[-1])
+  means = _block_means(
+      query_emb, passage_emb, query_emb, passage_emb, n_all, query_ids, passage_ids, query_ids,
+      passage_ids, 0, temperature=temperature, same_tower=same_tower,
+      bidirectional=bidirectional, pair_alpha=pair_alpha)
+  return means["loss"], means
+
+
+def sharded_contrastive_loss(mesh: Mesh, data_axes: Sequence[str] = ("data",),
+                             **options) -> LossFn:
+  """`contrastive_loss` over a batch split across the data axes of a device mesh.
+
+  Each device all-gathers the small [B, d] embeddings (and ids, hard negatives) of the global
+  batch and computes only its own rows: [B/n, B] logits per direction, never [B, B]. The sums
+  of the rows' shares are then all-reduced. Value and gradients equal `contrastive_loss` on
+  the global batch. Axes of the mesh outside `data_axes` (e.g. "model") hold replicas.
+
+  The returned function takes global arrays (any sharding; under jit or not) and returns
+  replicated scalars. On a mesh whose data axes are `AxisType.Explicit`, call it (or the
+  jitted step that calls it) inside `jax.set_mesh(mesh)`.
+
+  Args:
+    mesh: the device mesh.
+    data_axes: the mesh axes that the batch is split over, outermost first.
+    **options: `temperature`, `same_tower`, `bidirectional`, `pair_alpha` of
+      `contrastive_loss`.
+
+  Returns:
+    `loss_fn(query_emb, passage_emb, *, negative_emb=None, query_ids=None, passage_ids=None)
+    -> (loss, metrics)` with the arrays and results of `contrastive_loss`.
+
+  Raises:
+    ValueError: for a bad option or an axis not in the mesh; the returned function raises it
+      for bad arrays and for a global batch that the data axes do not divide.
+  """
+  defaults = dict(temperature=0.01, same_tower="query", bidirectional=True, pair_alpha=0.0)
+  unknown = set(options) - set(defaults)
+  if unknown:
+    raise ValueError(f"unknown options {sorted(unknown)}; expected some of {sorted(defaults)}.")
+  options = {**defaults, **options}
+  _check_options(**options)
+  data_axes = tuple(data_axes)
+  missing = [a for a in data_axes if a not in mesh.axis_names]
+  if missing or not data_axes:
+    raise ValueError(f"data_axes {data_axes} must be axes of the mesh {mesh.axis_names}.")
+  num_shards = math.prod(mesh.shape[a] for a in data_axes)
+  batch_spec = PartitionSpec(data_axes)
+  explicit = any(t == AxisType.Explicit
+                 for a, t in zip(mesh.axis_names, mesh.axis_types) if a in data_axes)
+
+  def per_device(arrays: Mapping[str, Array]) -> dict[str, Array]:
+    gather = functools.partial(lax.all_gather, axis_name=data_axes, tiled=True)
+    everything = {k: gather(v) for k, v in arrays.items()}
+    q_rows = arrays["query_emb"]
+    n_all = None
+    if "negative_emb" in everything:
+      n_all = everything["negative_emb"].reshape(-1, q_rows.shape[-1])
+    means = _block_means(
+        q_rows, arrays["passage_emb"], everything["query_emb"], everything["passage_emb"],
+        n_all, arrays.get("query_ids"), arrays.get("passage_ids"),
+        everything.get("query_ids"), everything.get("passage_ids"),
+        lax.axis_index(data_axes) * q_rows.shape[0], **options)
+    return lax.psum(means, data_axes)
+
+  def loss_fn(query_emb, passage_emb, *, negative_emb=None, query_ids=None, passage_ids=None):
+    _check_inputs(query_emb, passage_emb, negative_emb, query_ids, passage_ids)
+    batch = query_emb.shape[0]
+    if batch % num_shards:
+      raise ValueError(
+          f"the global batch of {batch} examples does not split evenly over the"
+          f" {num_shards} devices of mesh axes {data_axes}: use a multiple of {num_shards}.")
+    arrays = dict(query_emb=query_emb, passage_emb=passage_emb, negative_emb=negative_emb,
+                  query_ids=query_ids, passage_ids=passage_ids)
+    arrays = {k: v for k, v in arrays.items() if v is not None}
+    if explicit:
+      arrays = {k: jax.reshard(v, NamedSharding(mesh, batch_spec)) for k, v in arrays.items()}
+    means = jax.shard_map(per_device, mesh=mesh, in_specs=(batch_spec,),
+                          out_specs=PartitionSpec())(arrays)
+    return means["loss"], means
+
+  return loss_fn

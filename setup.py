@@ -1,0 +1,35 @@
+"""samtone-jax: one install, `pip install -e ".[test]"` (or `pip install .`)."""
+
+import setuptools
+
+setuptools.setup(
+    name="samtone-jax",
+    version="0.1.0",
+    description=("Dual-encoder retrievers trained with SamToNe (same tower negatives), "
+                 "T5X-style, in JAX/Flax."),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    # tasks/ and gin_configs/ stay top-level folders (users extend them) and are installed
+    # inside the package, so that both `pip install .` and `pip install -e .` give
+    # `import samtone_jax.tasks` and the gin files from any working directory.
+    packages=["samtone_jax", "samtone_jax.tasks", "samtone_jax.gin_configs"],
+    package_dir={
+        "samtone_jax": "samtone_jax",
+        "samtone_jax.tasks": "tasks",
+        "samtone_jax.gin_configs": "gin_configs",
+    },
+    package_data={"samtone_jax.gin_configs": ["*.gin", "*/*.gin", "*/*/*.gin"]},
+    install_requires=[
+        "jax>=0.10",
+        "numpy>=1.26",
+        "gin-config>=0.5",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "hypothesis>=6.100",
+        ],
+    },
+)
