@@ -16,8 +16,9 @@ global batch, `s(a, b) = a . b` and `t` the temperature.
   j != i is removed when its id equals the anchor's. The positive is never removed.
 
 `contrastive_loss` works on whole (global) arrays. `sharded_contrastive_loss` computes the same
-value under a device mesh, each device only its own rows. Both use `_block_means` on a block
-of rows, so the two can differ only by the order of float additions.
+value under a device mesh, each device only its own rows. Both run `_loss_and_metrics` on a
+block of rows (the whole batch is one block), so the two can differ only by the order of
+float additions.
 
 References:
   Moiseev et al., "SamToNe: Improving Contrastive Loss for Dual Encoder Retrieval Models
@@ -29,7 +30,7 @@ References:
 import functools
 import math
 import numbers
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -82,24 +83,28 @@ def _check_inputs(query_emb, passage_emb, negative_emb, query_ids, passage_ids):
                        f" {ids.dtype}{list(ids.shape)}.")
 
 
-def _masked_logsumexp(pieces: Sequence[tuple[Array, Optional[Array]]]) -> Array:
+def _masked_logsumexp(pieces: Sequence[tuple[Array, Optional[Array]]],
+                      partial: Optional[tuple[Array, Array]] = None) -> Array:
   """log-sum-exp over the kept entries of several blocks of logits, row by row.
 
   Masked entries are excluded exactly: they become -inf before the exponential, so they add
-  0 to the sum and receive a zero gradient.
+  0 to the sum and receive a zero gradient. Each row must keep at least one term in all.
 
   Args:
     pieces: pairs `(logits [b, n_k], keep [b, n_k] bool or None)`; None keeps every entry.
-      Each row must keep at least one entry in total.
+    partial: optional `(max [b], sum [b])` of terms summed elsewhere: their log-sum-exp is
+      `max + log(sum)`, with a finite max that carries no gradient.
 
   Returns:
     [b] float32.
   """
   masked = [x if keep is None else jnp.where(keep, x, -jnp.inf)
             for x, keep in pieces if x.shape[-1]]
-  row_max = functools.reduce(jnp.maximum, [jnp.max(x, axis=-1) for x in masked])
-  row_max = lax.stop_gradient(row_max)
+  maxima = [jnp.max(x, axis=-1) for x in masked] + ([partial[0]] if partial else [])
+  row_max = lax.stop_gradient(functools.reduce(jnp.maximum, maxima))
   total = sum(jnp.sum(jnp.exp(x - row_max[:, None]), axis=-1) for x in masked)
+  if partial:
+    total += partial[1] * jnp.exp(partial[0] - row_max)
   return row_max + jnp.log(total)
 
 
@@ -109,103 +114,113 @@ def _similarity(a: Array, b: Array) -> Array:
                     preferred_element_type=jnp.float32)
 
 
-def _block_means(q_rows, p_rows, q_all, p_all, n_all, qid_rows, pid_rows, qid_all, pid_all,
-                 offset, *, temperature, same_tower, bidirectional, pair_alpha):
-  """Contributions of a block of rows to the global-batch means of the loss and metrics.
+class _Blocks(NamedTuple):
+  """Where a block of rows sits in the global batch, and how to combine blocks.
 
-  Summing the result over blocks that cover the global batch gives the loss and metrics of
-  the whole batch; one block covering it all is the single-device case.
+  The single-device case is one block; under a mesh, each device holds one block.
+  """
+  offset: Any  # int scalar: global index of the block's first row.
+  gather: Callable[[Array], Array]  # [b, ...] -> [B, ...]: every block's rows, in order.
+  sum: Callable[[Any], Any]  # elementwise sum over blocks (of a pytree).
+  max: Callable[[Array], Array]  # elementwise max over blocks.
+
+
+_ONE_BLOCK = _Blocks(offset=0, gather=lambda x: x, sum=lambda x: x, max=lambda x: x)
+
+
+def _loss_and_metrics(q_rows, p_rows, n_rows, qid_rows, pid_rows, blocks, *, temperature,
+                      same_tower, bidirectional, pair_alpha):
+  """The loss and metrics of the global batch, computed from one block of its rows.
+
+  The block holds rows [offset, offset + b) of the global batch; `blocks` gathers the other
+  towers' rows and sums the blocks' shares. Each block builds only its own [b, B] logits:
+  query->passage rows (and same-tower rows) directly, and the passage->query rows as the
+  columns of the query->passage logits of all blocks, reduced column by column.
 
   Args:
-    q_rows, p_rows: [b, d] queries and positives of the block's rows.
-    q_all, p_all: [B, d] queries and positives of the global batch.
-    n_all: [N, d] hard negatives of the global batch (N = B * k), or None.
-    qid_rows, pid_rows: [b] int content ids of the block's rows, or None.
-    qid_all, pid_all: [B] int content ids of the global batch, or None.
-    offset: int scalar, global index of the block's first row.
+    q_rows, p_rows: [b, d] queries and positive passages of the block.
+    n_rows: [b, k, d] hard negatives of the block, or None.
+    qid_rows, pid_rows: [b] int content ids of the block's queries and passages, or None.
+    blocks: a `_Blocks`.
     temperature, same_tower, bidirectional, pair_alpha: as in `contrastive_loss`.
 
   Returns:
-    Dict of float32 scalars: this block's share of each global mean.
+    Dict of float32 scalars, the means over the global batch (see `contrastive_loss`).
   """
-  f32 = lambda x: None if x is None else x.astype(jnp.float32)
-  q_rows, p_rows, q_all, p_all, n_all = map(f32, (q_rows, p_rows, q_all, p_all, n_all))
-  b, batch = q_rows.shape[0], q_all.shape[0]
-  rows = jnp.arange(b)
-  positive = (offset + rows)[:, None] == jnp.arange(batch)[None, :]  # [b, B]
+  q_rows, p_rows = q_rows.astype(jnp.float32), p_rows.astype(jnp.float32)
+  query_side = same_tower in ("query", "both")
+  document_side = same_tower in ("document", "both")
+  t = temperature
+  b = q_rows.shape[0]
+  p_all = blocks.gather(p_rows)  # [B, d]
+  batch = p_all.shape[0]
+  positive = (blocks.offset + jnp.arange(b))[:, None] == jnp.arange(batch)[None, :]  # [b, B]
 
-  def differs(ids_rows, ids_all):  # [b, B]: True where item j's id differs from row i's.
-    return ids_rows[:, None] != ids_all[None, :]
+  def differs(ids_rows):  # [b, B]: True where item j's id differs from row i's.
+    return ids_rows[:, None] != blocks.gather(ids_rows)[None, :]
 
-  # Cross-tower rows keep item j unless it is a known positive of the anchor (equal query
-  # or passage id); same-tower rows keep j != i unless it is a copy of the anchor.
-  keep_cross = None
-  for ids_rows, ids_all in ((qid_rows, qid_all), (pid_rows, pid_all)):
-    if ids_rows is not None:
-      d = differs(ids_rows, ids_all)
-      keep_cross = d if keep_cross is None else keep_cross & d
-  if keep_cross is not None:
-    keep_cross = keep_cross | positive
-  keep_qq = ~positive if qid_rows is None else ~positive & differs(qid_rows, qid_all)
-  keep_pp = ~positive if pid_rows is None else ~positive & differs(pid_rows, pid_all)
+  # Cross-tower: item j stays unless it is a known positive of the anchor (equal query or
+  # passage id). The rule is symmetric in (i, j), so one mask serves both directions.
+  # Same tower: j != i stays unless it is a copy of the anchor.
+  id_differs = [differs(ids) for ids in (qid_rows, pid_rows) if ids is not None]
+  keep_cross = functools.reduce(jnp.logical_and, id_differs) | positive if id_differs else None
+  keep_qq = ~positive if qid_rows is None else ~positive & differs(qid_rows)
+  keep_pp = ~positive if pid_rows is None else ~positive & differs(pid_rows)
 
-  # query -> passage: [b, B] logits, the positive on the block's diagonal.
-  logits_qp = _similarity(q_rows, p_all) / temperature
-  pos_qp = logits_qp[rows, offset + rows]  # [b]
-  pieces = [(logits_qp, keep_cross)]
-  if n_all is not None:
-    logits_qn = _similarity(q_rows, n_all) / temperature  # [b, N]
+  pos = jnp.sum(q_rows * p_rows, axis=-1) / t  # [b]: s(q_i, p_i) / t
+  logits_qp = _similarity(q_rows, p_all) / t  # [b, B]: the block's rows of Q P^T / t
+  kept_qp = logits_qp if keep_cross is None else jnp.where(keep_cross, logits_qp, -jnp.inf)
+
+  # query -> passage, with hard negatives and same-tower (query) negatives.
+  pieces = [(kept_qp, None)]
+  if n_rows is not None:
+    n_all = blocks.gather(n_rows.astype(jnp.float32)).reshape(-1, q_rows.shape[-1])
+    logits_qn = _similarity(q_rows, n_all) / t  # [b, B * k]
     pieces.append((logits_qn, None))
-  if same_tower in ("query", "both"):
-    pieces.append((_similarity(q_rows, q_all) / temperature, keep_qq))  # [b, B]
-  loss_qp = _masked_logsumexp(pieces) - pos_qp  # [b]
+  if query_side:
+    logits_qq = _similarity(q_rows, blocks.gather(q_rows)) / t  # [b, B]
+    pieces.append((logits_qq, keep_qq))
+  loss_qp = _masked_logsumexp(pieces) - pos  # [b]
+  # The positive's in-batch rank among passages and hard negatives, ties in its favour.
+  above = jnp.sum((kept_qp > pos[:, None]) & ~positive, axis=-1)
+  if n_rows is not None:
+    above += jnp.sum(logits_qn > pos[:, None], axis=-1)
+  out = dict(loss_qp=loss_qp, accuracy_qp=above == 0, mrr_qp=1.0 / (1.0 + above),
+             pos_sim=pos * t)
 
-  # In-batch retrieval rank of the positive among the passages (and hard negatives):
-  # 1 + the number of kept candidates that score strictly higher.
-  beats = logits_qp > pos_qp[:, None]
-  if keep_cross is not None:
-    beats &= keep_cross
-  above = jnp.sum(beats, axis=-1)
-  if n_all is not None:
-    above += jnp.sum(logits_qn > pos_qp[:, None], axis=-1)
-
-  if pair_alpha > 0 or same_tower in ("document", "both"):
-    logits_pp = _similarity(p_rows, p_all) / temperature  # [b, B]
-  out = {}
+  if pair_alpha > 0 or document_side:
+    logits_pp = _similarity(p_rows, p_all) / t  # [b, B]
+  loss = loss_qp
   if pair_alpha > 0:
-    loss_pair = _masked_logsumexp([(pos_qp[:, None], None), (logits_pp, keep_pp)]) - pos_qp
-    out["loss_pair"] = loss_pair
-    loss_rows = (1.0 - pair_alpha) * loss_qp + pair_alpha * loss_pair
-  else:
-    loss_rows = loss_qp
+    out["loss_pair"] = _masked_logsumexp([(pos[:, None], None), (logits_pp, keep_pp)]) - pos
+    loss = (1.0 - pair_alpha) * loss_qp + pair_alpha * out["loss_pair"]
+
   if bidirectional:
-    # passage -> query: [b, B] logits.
-    logits_pq = _similarity(p_rows, q_all) / temperature
-    pos_pq = logits_pq[rows, offset + rows]
-    pieces = [(logits_pq, keep_cross)]
-    if same_tower in ("document", "both"):
-      pieces.append((logits_pp, keep_pp))
-    loss_pq = _masked_logsumexp(pieces) - pos_pq
-    beats_pq = logits_pq > pos_pq[:, None]
-    if keep_cross is not None:
-      beats_pq &= keep_cross
-    out["loss_pq"] = loss_pq
-    out["accuracy_pq"] = jnp.sum(beats_pq, axis=-1) == 0
-    loss_rows = loss_rows + loss_pq
-  out.update(loss=loss_rows, loss_qp=loss_qp, accuracy_qp=above == 0, mrr_qp=1.0 / (1.0 + above),
-             pos_sim=pos_qp * temperature)
-  means = {k: jnp.sum(v.astype(jnp.float32)) / batch for k, v in out.items()}
+    # passage -> query: row i of P Q^T is column i of Q P^T, spread over all blocks. Each
+    # block reduces its rows per column; the reductions over blocks give every column's max
+    # and sum of exp, of which this block takes its own b columns.
+    mine = lambda column_values: lax.dynamic_slice_in_dim(column_values, blocks.offset, b)
+    column_max = blocks.max(lax.stop_gradient(jnp.max(kept_qp, axis=0)))  # [B]
+    column_sum = blocks.sum(jnp.sum(jnp.exp(kept_qp - column_max), axis=0))  # [B]
+    pieces = [(logits_pp, keep_pp)] if document_side else []
+    out["loss_pq"] = _masked_logsumexp(pieces, (mine(column_max), mine(column_sum))) - pos
+    loss += out["loss_pq"]
+    beaten_by = (kept_qp > blocks.gather(pos)[None, :]) & ~positive
+    out["accuracy_pq"] = mine(blocks.sum(jnp.sum(beaten_by, axis=0))) == 0
+  out["loss"] = loss
+  shares = {k: jnp.sum(v.astype(jnp.float32)) / batch for k, v in out.items()}
 
   # Mean similarity over the B (B - 1) off-diagonal pairs, without a [b, B] matrix:
   # sum_{i in block} sum_{j != i} a_i . c_j = sum_i a_i . (sum_j c_j) - sum_i a_i . c_i.
   pairs = max(batch * (batch - 1), 1)
-  def off_diagonal_mean(a_rows, c_rows, c_all):
-    return (jnp.dot(jnp.sum(a_rows, 0), jnp.sum(c_all, 0), precision=lax.Precision.HIGHEST)
+  q_sum, p_sum = blocks.sum((jnp.sum(q_rows, axis=0), jnp.sum(p_rows, axis=0)))
+  def off_diagonal_share(a_rows, c_rows, c_sum):
+    return (jnp.dot(jnp.sum(a_rows, axis=0), c_sum, precision=lax.Precision.HIGHEST)
             - jnp.sum(a_rows * c_rows)) / pairs
-  means["neg_sim"] = off_diagonal_mean(q_rows, p_rows, p_all)
-  means["qq_sim"] = off_diagonal_mean(q_rows, q_rows, q_all)
-  means["pp_sim"] = off_diagonal_mean(p_rows, p_rows, p_all)
-  return means
+  shares["neg_sim"] = off_diagonal_share(q_rows, p_rows, p_sum)
+  shares["qq_sim"] = off_diagonal_share(q_rows, q_rows, q_sum)
+  shares["pp_sim"] = off_diagonal_share(p_rows, p_rows, p_sum)
+  return blocks.sum(shares)
 
 
 def contrastive_loss(
@@ -259,11 +274,10 @@ def contrastive_loss(
   """
   _check_options(temperature, same_tower, bidirectional, pair_alpha)
   _check_inputs(query_emb, passage_emb, negative_emb, query_ids, passage_ids)
-  n_all = None if negative_emb is None else negative_emb.reshape(-1, negative_emb.shape[-1])
-  means = _block_means(
-      query_emb, passage_emb, query_emb, passage_emb, n_all, query_ids, passage_ids, query_ids,
-      passage_ids, 0, temperature=temperature, same_tower=same_tower,
-      bidirectional=bidirectional, pair_alpha=pair_alpha)
+  means = _loss_and_metrics(
+      query_emb, passage_emb, negative_emb, query_ids, passage_ids, _ONE_BLOCK,
+      temperature=temperature, same_tower=same_tower, bidirectional=bidirectional,
+      pair_alpha=pair_alpha)
   return means["loss"], means
 
 
@@ -272,9 +286,10 @@ def sharded_contrastive_loss(mesh: Mesh, data_axes: Sequence[str] = ("data",),
   """`contrastive_loss` over a batch split across the data axes of a device mesh.
 
   Each device all-gathers the small [B, d] embeddings (and ids, hard negatives) of the global
-  batch and computes only its own rows: [B/n, B] logits per direction, never [B, B]. The sums
-  of the rows' shares are then all-reduced. Value and gradients equal `contrastive_loss` on
-  the global batch. Axes of the mesh outside `data_axes` (e.g. "model") hold replicas.
+  batch and computes only its own rows: [B/n, B] logits per matrix, never [B, B]. Column
+  reductions ([B] vectors) give the passage->query direction, and the rows' shares of the
+  means are all-reduced. Value and gradients equal `contrastive_loss` on the global batch.
+  Axes of the mesh outside `data_axes` (e.g. "model") hold replicas.
 
   The returned function takes global arrays (any sharding; under jit or not) and returns
   replicated scalars. On a mesh whose data axes are `AxisType.Explicit`, call it (or the
@@ -310,18 +325,14 @@ def sharded_contrastive_loss(mesh: Mesh, data_axes: Sequence[str] = ("data",),
                  for a, t in zip(mesh.axis_names, mesh.axis_types) if a in data_axes)
 
   def per_device(arrays: Mapping[str, Array]) -> dict[str, Array]:
-    gather = functools.partial(lax.all_gather, axis_name=data_axes, tiled=True)
-    everything = {k: gather(v) for k, v in arrays.items()}
-    q_rows = arrays["query_emb"]
-    n_all = None
-    if "negative_emb" in everything:
-      n_all = everything["negative_emb"].reshape(-1, q_rows.shape[-1])
-    means = _block_means(
-        q_rows, arrays["passage_emb"], everything["query_emb"], everything["passage_emb"],
-        n_all, arrays.get("query_ids"), arrays.get("passage_ids"),
-        everything.get("query_ids"), everything.get("passage_ids"),
-        lax.axis_index(data_axes) * q_rows.shape[0], **options)
-    return lax.psum(means, data_axes)
+    blocks = _Blocks(
+        offset=lax.axis_index(data_axes) * arrays["query_emb"].shape[0],
+        gather=functools.partial(lax.all_gather, axis_name=data_axes, tiled=True),
+        sum=functools.partial(lax.psum, axis_name=data_axes),
+        max=functools.partial(lax.pmax, axis_name=data_axes))
+    return _loss_and_metrics(
+        arrays["query_emb"], arrays["passage_emb"], arrays.get("negative_emb"),
+        arrays.get("query_ids"), arrays.get("passage_ids"), blocks, **options)
 
   def loss_fn(query_emb, passage_emb, *, negative_emb=None, query_ids=None, passage_ids=None):
     _check_inputs(query_emb, passage_emb, negative_emb, query_ids, passage_ids)

@@ -1,0 +1,59 @@
+"""The install is what the README says, and the package carries its gin files and tasks."""
+
+import pathlib
+import re
+
+import gin
+import jax.numpy as jnp
+import pytest
+
+import samtone_jax
+from samtone_jax import losses
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+LOSS_GIN_FILES = ("softmax", "samtone", "samtone_document", "samtone_both", "pair")
+
+
+def _code_lines(markdown):
+  blocks = re.findall(r"```bash\n(.*?)```", markdown, flags=re.S)
+  return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def test_ci_runs_the_readme_commands():
+  readme = _code_lines((ROOT / "README.md").read_text())
+  ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+  for command in ('pip install -e ".[test]"', "pytest"):
+    assert command in readme, f"README.md lost its command {command!r}"
+    assert command in ci, f".ci/run does not run README.md's command {command!r}"
+
+
+def test_tasks_package_is_installed():
+  import samtone_jax.tasks  # pylint: disable=g-import-not-at-top,unused-import
+
+
+@gin.configurable
+def _loss_options(temperature=gin.REQUIRED, same_tower=gin.REQUIRED,
+                  bidirectional=gin.REQUIRED, pair_alpha=gin.REQUIRED):
+  return dict(temperature=temperature, same_tower=same_tower, bidirectional=bidirectional,
+              pair_alpha=pair_alpha)
+
+
+@pytest.mark.parametrize("name", LOSS_GIN_FILES)
+def test_loss_gin_files_set_valid_options(name):
+  """Each shipped losses/*.gin sets every loss macro, to values the loss accepts."""
+  path = samtone_jax.GIN_CONFIGS_DIR / "losses" / f"{name}.gin"
+  gin.clear_config()
+  try:
+    gin.parse_config_files_and_bindings([str(path)], [
+        f"_loss_options.{arg} = %{arg.upper()}"
+        for arg in ("temperature", "same_tower", "bidirectional", "pair_alpha")])
+    options = _loss_options()
+  finally:
+    gin.clear_config()
+  assert options["temperature"] == 0.01 and options["bidirectional"]
+  want = {"softmax": ("none", 0.0), "samtone": ("query", 0.0),
+          "samtone_document": ("document", 0.0), "samtone_both": ("both", 0.0),
+          "pair": ("none", 0.1)}[name]
+  assert (options["same_tower"], options["pair_alpha"]) == want
+  loss, _ = losses.contrastive_loss(jnp.eye(2), jnp.eye(2), **options)
+  assert jnp.isfinite(loss)
