@@ -23,13 +23,20 @@ setuptools.setup(
     package_data={"samtone_jax.gin_configs": ["*.gin", "*/*.gin", "*/*/*.gin"]},
     install_requires=[
         "jax>=0.10",
+        "flax>=0.12",
         "numpy>=1.26",
         "gin-config>=0.5",
+        "safetensors>=0.4",
     ],
     extras_require={
         "test": [
             "pytest>=8",
             "hypothesis>=6.100",
+            # The independent references: Hugging Face's T5 and sentence-transformers on
+            # PyTorch (the CPU build of 2.13.0 lies on the project's machines).
+            "torch==2.13.0",
+            "transformers>=5",
+            "sentence-transformers>=6",
         ],
     },
 )
