@@ -20,13 +20,19 @@ setuptools.setup(
         "samtone_jax.tasks": "tasks",
         "samtone_jax.gin_configs": "gin_configs",
     },
-    package_data={"samtone_jax.gin_configs": ["*.gin", "*/*.gin", "*/*/*.gin"]},
+    package_data={"samtone_jax.gin_configs": ["*.gin", "*/*.gin", "*/*/*.gin"],
+                  "samtone_jax.tasks": ["vocab/*.model"]},
     install_requires=[
         "jax>=0.10",
         "flax>=0.12",
         "numpy>=1.26",
         "gin-config>=0.5",
         "safetensors>=0.4",
+        "seqio>=0.0.19",
+        "tensorflow>=2.16",
+        "tensorflow-datasets>=4.9",
+        "importlib_resources",  # tensorflow-datasets imports it without declaring it
+        "sentencepiece>=0.2",
     ],
     extras_require={
         "test": [

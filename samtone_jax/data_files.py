@@ -1,0 +1,198 @@
+"""Reading published data files: line-numbered errors, text fingerprints, evaluation sets.
+
+Every reader of tasks/ goes through these helpers, so that a bad file stops with the same
+kind of message everywhere: `DataError: <file>:<line>: <what is wrong>`.
+
+- `iter_lines(path)`: text lines of a plain, gzipped (.gz) file, or of a member of a .zip
+  (`archive.zip/inner/path`), decoded as UTF-8, with their 1-based line numbers.
+- `iter_jsonl(path)`: JSON objects, one a line (blank lines skipped).
+- `iter_tsv(path, columns)`: tab-separated fields, a fixed number a line.
+- `fingerprint(text)`: a stable int32 id of the normalised text, equal for equal texts.
+- `RetrievalSet`: queries, corpus and qrels of an evaluation set.
+"""
+
+import dataclasses
+import gzip
+import hashlib
+import io
+import json
+import logging
+import pathlib
+import unicodedata
+import zipfile
+from typing import Any, Iterable, Iterator, Mapping, Optional
+
+import numpy as np
+
+
+class DataError(ValueError):
+  """A published file that does not read as its format says; names the file and line."""
+
+  def __init__(self, path: Any, line: Optional[int], message: str):
+    self.path, self.line = str(path), line
+    super().__init__(f"{path}:{line}: {message}" if line is not None else f"{path}: {message}")
+
+
+def _open_binary(path: str):
+  """A binary file object for `path`, which may name a member of a zip archive."""
+  parts = pathlib.PurePath(path).parts
+  for i in range(len(parts) - 1, 0, -1):
+    archive = pathlib.Path(*parts[:i])
+    if archive.suffix == ".zip" and archive.is_file():
+      member = "/".join(parts[i:])
+      zf = zipfile.ZipFile(archive)
+      try:
+        return zf.open(member)
+      except KeyError:
+        raise DataError(path, None, f"no member {member!r} in {archive}.") from None
+  try:
+    return open(path, "rb")
+  except FileNotFoundError:
+    raise DataError(path, None, "file not found.") from None
+
+
+def iter_lines(path: Any) -> Iterator[tuple[int, str]]:
+  """Yields (line number, line without its line ending) of a text file, UTF-8.
+
+  `.gz` files are decompressed; a path through a `.zip` reads the archive's member. Line
+  endings LF and CRLF are both accepted (BEIR's qrels use CRLF).
+
+  Raises:
+    DataError: for a missing file, a corrupt gzip stream or bytes that are not UTF-8.
+  """
+  path = str(path)
+  raw = _open_binary(path)
+  try:
+    stream = gzip.open(raw) if path.endswith(".gz") else raw
+    line_no = 0
+    try:
+      for line_no, raw_line in enumerate(stream, start=1):
+        try:
+          line = raw_line.decode("utf-8")
+        except UnicodeDecodeError as e:
+          raise DataError(path, line_no, f"not UTF-8 ({e.reason} at byte {e.start}).") from None
+        yield line_no, line.rstrip("\n").rstrip("\r")
+    except (OSError, EOFError, zipfile.BadZipFile) as e:  # corrupt or truncated compression
+      raise DataError(path, line_no + 1, f"cannot decompress ({e}).") from None
+  finally:
+    raw.close()
+
+
+def iter_jsonl(path: Any) -> Iterator[tuple[int, Any]]:
+  """Yields (line number, parsed JSON) for each non-blank line of a JSON-lines file."""
+  for line_no, line in iter_lines(path):
+    if not line.strip():
+      continue
+    try:
+      yield line_no, json.loads(line)
+    except json.JSONDecodeError as e:
+      raise DataError(path, line_no, f"not valid JSON ({e.msg} at column {e.colno}).") from None
+
+
+def iter_tsv(path: Any, columns: int, header: Optional[tuple[str, ...]] = None,
+             separators: str = "\t") -> Iterator[tuple[int, list[str]]]:
+  """Yields (line number, fields) of a tab-separated file with `columns` fields a line.
+
+  Args:
+    path: the file.
+    columns: how many fields every line must have.
+    header: if given, the first line must be exactly these names, and is skipped.
+    separators: "\\t", or "\\t " to accept tabs or runs of spaces (TREC qrels come both ways).
+
+  Raises:
+    DataError: for a line with another number of fields, or a wrong header.
+  """
+  for line_no, line in iter_lines(path):
+    if separators == "\t":
+      fields = line.split("\t")
+    else:
+      fields = line.replace("\t", " ").split()
+    if line_no == 1 and header is not None:
+      if tuple(f.strip() for f in fields) != header:
+        raise DataError(path, line_no, f"expected the header {list(header)}, got {fields}.")
+      continue
+    if not line.strip():
+      continue
+    if len(fields) != columns:
+      raise DataError(path, line_no, f"expected {columns} tab-separated fields, got"
+                                     f" {len(fields)}: {line[:200]!r}.")
+    yield line_no, fields
+
+
+def field(record: Mapping[str, Any], name: str, kind: type, path: Any, line: int) -> Any:
+  """record[name], checked to be of `kind`; a DataError names the field otherwise."""
+  if not isinstance(record, Mapping):
+    raise DataError(path, line, f"expected a JSON object, got {type(record).__name__}.")
+  if name not in record:
+    raise DataError(path, line, f"missing field {name!r}.")
+  value = record[name]
+  if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+    raise DataError(path, line, f"field {name!r} must be {kind.__name__}, got"
+                                f" {type(value).__name__}.")
+  return value
+
+
+def drop_empty(examples: Iterable[dict[str, str]], source: Any) -> Iterator[dict[str, str]]:
+  """The training examples whose texts ("query", "passage", "negative") are all non-blank;
+  one warning, when the iteration ends, counts the others and names `source`."""
+  dropped = 0
+  try:
+    for example in examples:
+      if all(example[k].strip() for k in ("query", "passage", "negative") if k in example):
+        yield example
+      else:
+        dropped += 1
+  finally:
+    if dropped:
+      logging.warning("%s: dropped %d training examples with an empty text.", source, dropped)
+
+
+def normalize_text(text: str) -> str:
+  """NFKC, whitespace runs (U+00A0 included) to one space, stripped: the form fingerprinted."""
+  return " ".join(unicodedata.normalize("NFKC", text).split())
+
+
+def fingerprint(text: str) -> int:
+  """A stable int32 id of the normalised text (the first 4 bytes of its BLAKE2b digest).
+
+  Equal normalised texts always get equal ids, across tasks and runs. Different texts share
+  an id with probability 2^-32 a pair: in a batch of 512, about 3e-5, so duplicate masking
+  very rarely drops one true negative and never keeps a duplicate.
+  """
+  digest = hashlib.blake2b(normalize_text(text).encode("utf-8"), digest_size=4).digest()
+  return int(np.frombuffer(digest, dtype="<i4")[0])
+
+
+@dataclasses.dataclass
+class RetrievalSet:
+  """A retrieval evaluation set.
+
+  Attributes:
+    queries: query id -> text.
+    corpus: document id -> text.
+    qrels: query id -> {document id: relevance (int, > 0 relevant)}.
+    name: what it is, for logs and metrics.
+  """
+  queries: dict[str, str]
+  corpus: dict[str, str]
+  qrels: dict[str, dict[str, int]]
+  name: str = ""
+
+  def check(self, source: Any = "") -> "RetrievalSet":
+    """Checks that every judged query and document exists; returns self.
+
+    Raises:
+      DataError: naming how many qrels ids are unknown and a few of them, or when no query
+        is judged at all.
+    """
+    source = source or self.name
+    unknown_q = sorted(q for q in self.qrels if q not in self.queries)
+    unknown_d = sorted({d for judged in self.qrels.values() for d in judged
+                        if d not in self.corpus})
+    if unknown_q or unknown_d:
+      raise DataError(source, None, f"the qrels judge {len(unknown_q)} unknown query ids"
+                                    f" (e.g. {unknown_q[:3]}) and {len(unknown_d)} unknown"
+                                    f" document ids (e.g. {unknown_d[:3]}).")
+    if not self.qrels:
+      raise DataError(source, None, "no query has a judged document.")
+    return self
