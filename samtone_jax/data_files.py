@@ -1,4 +1,4 @@
-"""Reading published data files: line-numbered errors, text fingerprints, evaluation sets.
+"""Reading published data files: line-numbered errors, text normalisation, evaluation sets.
 
 Every reader of tasks/ goes through these helpers, so that a bad file stops with the same
 kind of message everywhere: `DataError: <file>:<line>: <what is wrong>`.
@@ -7,13 +7,13 @@ kind of message everywhere: `DataError: <file>:<line>: <what is wrong>`.
   (`archive.zip/inner/path`), decoded as UTF-8, with their 1-based line numbers.
 - `iter_jsonl(path)`: JSON objects, one a line (blank lines skipped).
 - `iter_tsv(path, columns)`: tab-separated fields, a fixed number a line.
-- `fingerprint(text)`: a stable int32 id of the normalised text, equal for equal texts.
+- `drop_empty(examples, source)`: training examples without empty texts, counted.
+- `normalize_text(text)`: the form in which texts count as equal.
 - `RetrievalSet`: queries, corpus and qrels of an evaluation set.
 """
 
 import dataclasses
 import gzip
-import hashlib
 import io
 import json
 import logging
@@ -22,7 +22,6 @@ import unicodedata
 import zipfile
 from typing import Any, Iterable, Iterator, Mapping, Optional
 
-import numpy as np
 
 
 class DataError(ValueError):
@@ -148,19 +147,9 @@ def drop_empty(examples: Iterable[dict[str, str]], source: Any) -> Iterator[dict
 
 
 def normalize_text(text: str) -> str:
-  """NFKC, whitespace runs (U+00A0 included) to one space, stripped: the form fingerprinted."""
+  """NFKC, whitespace runs (U+00A0 included) to one space, stripped (as the content ids of
+  tasks/preprocessors.content_id)."""
   return " ".join(unicodedata.normalize("NFKC", text).split())
-
-
-def fingerprint(text: str) -> int:
-  """A stable int32 id of the normalised text (the first 4 bytes of its BLAKE2b digest).
-
-  Equal normalised texts always get equal ids, across tasks and runs. Different texts share
-  an id with probability 2^-32 a pair: in a batch of 512, about 3e-5, so duplicate masking
-  very rarely drops one true negative and never keeps a duplicate.
-  """
-  digest = hashlib.blake2b(normalize_text(text).encode("utf-8"), digest_size=4).digest()
-  return int(np.frombuffer(digest, dtype="<i4")[0])
 
 
 @dataclasses.dataclass

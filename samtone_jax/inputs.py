@@ -7,6 +7,7 @@ TensorFlow iterator checkpoint (one file per process), so a resumed run continue
 where the saved one was: neither repeats nor gaps.
 """
 
+import logging
 import pathlib
 from typing import Iterator, Mapping, Optional, Sequence
 
@@ -17,6 +18,22 @@ import tensorflow as tf
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from samtone_jax import feature_converter
+
+
+def prepare(mixture_or_task_name: str) -> None:
+  """Builds the TFDS datasets of a task or mixture that are not built yet.
+
+  The quickstart's set is built from the standard library on first use; the others from
+  their official files (TFDS's manual folder or $SAMTONE_DATA_DIR). On several processes,
+  build them beforehand, once (`python -m samtone_jax.prepare_data TASK`).
+  """
+  for task in seqio.get_subtasks(seqio.get_mixture_or_task(mixture_or_task_name)):
+    if isinstance(task.source, seqio.TfdsDataSource):
+      builder = task.source.tfds_dataset.builder
+      if not builder.is_prepared():
+        logging.info("Building TFDS dataset %s for task %s in %s.", builder.info.full_name,
+                     task.name, builder.data_dir)
+        builder.download_and_prepare()
 
 
 def get_dataset(mixture_or_task_name: str, split: str, task_feature_lengths: Mapping[str, int],
@@ -35,10 +52,12 @@ def get_dataset(mixture_or_task_name: str, split: str, task_feature_lengths: Map
     num_epochs: None repeats forever.
     num_negatives: hard negatives an example.
   """
+  prepare(mixture_or_task_name)
   ds = seqio.get_dataset(
       mixture_or_task_name, task_feature_lengths=dict(task_feature_lengths),
       dataset_split=split, shuffle=shuffle, num_epochs=num_epochs, seed=seed,
-      shard_info=seqio.ShardInfo(index=shard_index, num_shards=num_shards),
+      shard_info=(seqio.ShardInfo(index=shard_index, num_shards=num_shards)
+                  if num_shards > 1 else None),
       feature_converter=feature_converter.DualEncoderFeatureConverter(num_negatives),
       use_cached=False)
   return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

@@ -1,4 +1,12 @@
-"""SeqIO task registrations, installed as `samtone_jax.tasks`.
+"""SeqIO task registrations and evaluation sets, installed as `samtone_jax.tasks`.
 
-Each data source has a module of its own here; importing this package registers them all.
+Importing this package registers every source: one module each (msmarco, multireqa, beir,
+quickstart). Each reads its official files, builds its training pairs as a TFDS dataset
+(tasks/pairs.py), registers SeqIO tasks over them and names its evaluation sets
+(tasks/eval_sets.py). A new source is one more module here; see README.md.
 """
+
+from samtone_jax.tasks import beir  # pylint: disable=unused-import
+from samtone_jax.tasks import msmarco  # pylint: disable=unused-import
+from samtone_jax.tasks import multireqa  # pylint: disable=unused-import
+from samtone_jax.tasks import quickstart  # pylint: disable=unused-import

@@ -21,6 +21,7 @@ import pathlib
 from typing import Any, Callable, Iterator, Optional
 
 from samtone_jax import data_files
+from samtone_jax.tasks import eval_sets, pairs, vocabularies
 
 DataError = data_files.DataError
 
@@ -188,3 +189,29 @@ def iter_training_examples(folder: Any, split: str = "train") -> Iterator[dict[s
       corpus (naming the qrels file, line and id).
   """
   return data_files.drop_empty(_judged_pairs(folder, split), _paths(folder, split)[2])
+
+
+# -- Evaluation sets and the SeqIO task of TFDS's own BEIR builder ---------------------------
+
+# BEIR's public sets (folder names as in its zips); evaluation sets "beir_<name>", read from
+# $SAMTONE_DATA_DIR/beir/<name>/ or $SAMTONE_DATA_DIR/beir/<name>.zip.
+NAMES = ("msmarco", "trec-covid", "nfcorpus", "nq", "hotpotqa", "fiqa", "arguana",
+         "webis-touche2020", "quora", "dbpedia-entity", "scidocs", "fever", "climate-fever",
+         "scifact")
+
+
+def folder(name: str) -> pathlib.Path:
+  """The BEIR folder `name` under $SAMTONE_DATA_DIR/beir: unzipped, or inside its zip."""
+  root = pairs.data_root() / "beir"
+  return root / name if (root / name).is_dir() else root / f"{name}.zip" / name
+
+
+for _name in NAMES:
+  eval_sets.register(f"beir_{_name.replace('-', '_')}",
+                     lambda name=_name: eval_set(folder(name), "dev" if name == "msmarco"
+                                                 else "test", name=f"beir/{name}"))
+
+# The older T5X retrieval code trained on TFDS's own BEIR builder ("beir/msmarco", built with
+# Apache Beam): its pair splits have the features "query" and "passage", as ours do.
+pairs.register_pairs_task("beir_msmarco_tfds", "beir/msmarco:1.0.0",
+                          vocabularies.t5_vocabulary())

@@ -25,7 +25,10 @@ Reference:
 import pathlib
 from typing import Any, Callable, Iterator, Optional
 
+import tensorflow_datasets as tfds
+
 from samtone_jax import data_files
+from samtone_jax.tasks import eval_sets, pairs, vocabularies
 
 DataError = data_files.DataError
 
@@ -235,3 +238,40 @@ def eval_set(data_dir: Any, split: str = "dev") -> data_files.RetrievalSet:
       queries={qid: text for qid, text in queries.items() if qid in qrels},
       corpus=read_collection(_file(data_dir, "collection")),
       qrels=qrels, name=f"msmarco/{split}").check(_file(data_dir, f"qrels.{split}"))
+
+
+# -- TFDS pairs and SeqIO tasks ------------------------------------------------------------
+
+
+class MsmarcoPassage(pairs.PairsBuilder):
+  """MS MARCO passage training pairs: "qrels" (query, each positive) or "triples" (with the
+  hard negative of triples.train.small.tsv)."""
+  VERSION = tfds.core.Version("1.0.0")
+  BUILDER_CONFIGS = [
+      pairs.PairsConfig(name="qrels", description="queries.train + qrels.train positives"),
+      pairs.PairsConfig(name="triples", negatives=True,
+                        description="triples.train.small: query, positive, hard negative"),
+  ]
+  MANUAL_SUBDIR = "msmarco"
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      "Download the MS MARCO passage ranking files (https://microsoft.github.io/msmarco/) and"
+      " put collection.tsv, queries.train.tsv, qrels.train.tsv (and, for the 'triples'"
+      " config, triples.train.small.tsv) in the manual folder, or in"
+      " $SAMTONE_DATA_DIR/msmarco.")
+
+  def iter_pairs(self, split, manual_dir):
+    negatives = "triples" if self.negatives else None
+    for example in iter_training_examples(manual_dir, negatives):
+      pair = {"query": example["query"], "passage": example["passage"]}
+      if negatives:
+        pair["negatives"] = [example["negative"]]
+      yield pair
+
+
+pairs.register_pairs_task("msmarco_passage", "msmarco_passage/qrels:1.0.0",
+                          vocabularies.t5_vocabulary())
+pairs.register_pairs_task("msmarco_passage_triples", "msmarco_passage/triples:1.0.0",
+                          vocabularies.t5_vocabulary(), negatives=True)
+for _split in EVAL_SPLITS:
+  eval_sets.register(f"msmarco_passage_{_split.replace('.', '_')}",
+                     lambda split=_split: eval_set(pairs.data_root() / "msmarco", split))

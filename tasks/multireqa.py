@@ -25,8 +25,12 @@ import logging
 import pathlib
 from typing import Any, Iterator
 
+import seqio
+import tensorflow_datasets as tfds
+
 from samtone_jax import data_files
 from samtone_jax.data_files import DataError, RetrievalSet
+from samtone_jax.tasks import eval_sets, pairs, vocabularies
 
 # The five subsets with training data (MultiReQA `train/` and `dev/`), and the three that
 # are evaluation only (MultiReQA `test/`).
@@ -304,3 +308,43 @@ def paths(data_dir: Any, subset: str, split: str) -> tuple[str, str]:
   mrqa = root / "mrqa" / ("train" if split == "train" else "dev") / f"{subset}.jsonl.gz"
   candidates = root / "multireqa" / "data" / split / subset / "candidates.json.gz"
   return str(mrqa), str(candidates)
+
+
+# -- TFDS pairs and SeqIO tasks ------------------------------------------------------------
+
+
+class Multireqa(pairs.PairsBuilder):
+  """MultiReQA (question, answer sentence) pairs of one training subset: "train" from the
+  MRQA train file, "validation" from the MRQA dev file (MultiReQA's dev/ sets)."""
+  VERSION = tfds.core.Version("1.0.0")
+  BUILDER_CONFIGS = [pairs.PairsConfig(name=subset.lower(), description=subset)
+                     for subset in SUBSETS["train_eval"]]
+  SPLITS = ("train", "validation")
+  MANUAL_DOWNLOAD_INSTRUCTIONS = (
+      "Put the MRQA 2019 files as released (mrqa/train/<Subset>.jsonl.gz,"
+      " mrqa/dev/<Subset>.jsonl.gz) and the MultiReQA repository's data/ folder"
+      " (multireqa/data/{train,dev}/<Subset>/candidates.json.gz) in the manual folder, or in"
+      " $SAMTONE_DATA_DIR.")
+
+  def iter_pairs(self, split, manual_dir):
+    subset = self.builder_config.description
+    pairs_list, _, _ = build(*paths(manual_dir, subset, "train" if split == "train" else "dev"),
+                             name=f"multireqa/{subset}/{split}")
+    for pair in pairs_list:
+      yield {"query": pair["query"], "passage": pair["passage"]}
+
+
+for _subset in SUBSETS["train_eval"]:
+  pairs.register_pairs_task(f"multireqa_{_subset.lower()}",
+                            f"multireqa/{_subset.lower()}:1.0.0", vocabularies.t5_vocabulary())
+seqio.MixtureRegistry.remove("multireqa_all")
+seqio.MixtureRegistry.add(
+    "multireqa_all", [f"multireqa_{s.lower()}" for s in SUBSETS["train_eval"]],
+    default_rate=seqio.mixing_rate_num_examples)
+for _subset in SUBSETS["train_eval"] + SUBSETS["eval_only"]:
+  eval_sets.register(
+      f"multireqa_{_subset.lower()}",
+      lambda subset=_subset: build(
+          *paths(pairs.data_root(), subset,
+                 "test" if subset in SUBSETS["eval_only"] else "dev"),
+          name=f"multireqa/{subset}")[1])

@@ -2,8 +2,8 @@
 
 A source module (msmarco.py, multireqa.py, quickstart.py, ...) reads its official files
 into pairs {"query", "passage"} (and "negatives"), subclasses `PairsBuilder` to write them
-once into TFRecords, and calls `register_pairs_task`. The builder adds the content ids
-(`data_files.fingerprint` of each text) that duplicate masking uses.
+once into TFRecords, and calls `register_pairs_task`. The task's preprocessors add the
+content ids that duplicate masking uses (tasks/preprocessors.py).
 
 The official files are read from TFDS's manual folder: `--manual_dir` of `tfds build`, or
 by default `$SAMTONE_DATA_DIR/<builder's MANUAL_SUBDIR>`.
@@ -13,11 +13,11 @@ import os
 import pathlib
 from typing import Any, Iterator, Mapping, Optional
 
+from etils import epath
 import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from samtone_jax import data_files
 from samtone_jax.tasks import preprocessors
 
 DATA_DIR_VARIABLE = "SAMTONE_DATA_DIR"
@@ -28,24 +28,39 @@ def data_root() -> pathlib.Path:
   return pathlib.Path(os.environ.get(DATA_DIR_VARIABLE, pathlib.Path.home() / "samtone_data"))
 
 
+class PairsConfig(tfds.core.BuilderConfig):
+  """A builder config; `negatives`: whether its pairs carry hard negatives."""
+
+  def __init__(self, *, negatives: bool = False, **kwargs):
+    super().__init__(**kwargs)
+    self.negatives = negatives
+
+
 class PairsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """Base of the TFDS builders of training pairs.
 
-  Subclasses set VERSION, `SPLITS`, `NEGATIVES` (whether pairs carry hard negatives),
-  `MANUAL_SUBDIR` and MANUAL_DOWNLOAD_INSTRUCTIONS, and implement `iter_pairs`.
+  Subclasses set VERSION, `SPLITS`, `NEGATIVES` (whether pairs carry hard negatives; a
+  `PairsConfig` can say it instead), `MANUAL_SUBDIR` and MANUAL_DOWNLOAD_INSTRUCTIONS (for
+  builders of downloaded files), and implement `iter_pairs`.
   """
   SPLITS: tuple[str, ...] = ("train",)
   NEGATIVES: bool = False
   MANUAL_SUBDIR: str = ""
+  # Where TFDS looks for metadata files: this folder, also under `pip install -e`, where the
+  # package path TFDS would infer (samtone_jax/tasks) does not exist.
+  pkg_dir_path = epath.Path(__file__).parent
+
+  @property
+  def negatives(self) -> bool:
+    return getattr(self.builder_config, "negatives", self.NEGATIVES)
 
   def iter_pairs(self, split: str, manual_dir: pathlib.Path) -> Iterator[Mapping[str, Any]]:
     """Yields {"query": str, "passage": str} (and "negatives": [str]) in a fixed order."""
     raise NotImplementedError
 
   def _info(self) -> tfds.core.DatasetInfo:
-    features = {"query": tfds.features.Text(), "passage": tfds.features.Text(),
-                "query_id": tf.int32, "passage_id": tf.int32}
-    if self.NEGATIVES:
+    features = {"query": tfds.features.Text(), "passage": tfds.features.Text()}
+    if self.negatives:
       features["negatives"] = tfds.features.Sequence(tfds.features.Text())
     return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features))
 
@@ -66,10 +81,8 @@ class PairsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _generate_examples(self, split, manual_dir):
     for index, pair in enumerate(self.iter_pairs(split, manual_dir)):
-      example = {"query": pair["query"], "passage": pair["passage"],
-                 "query_id": data_files.fingerprint(pair["query"]),
-                 "passage_id": data_files.fingerprint(pair["passage"])}
-      if self.NEGATIVES:
+      example = {"query": pair["query"], "passage": pair["passage"]}
+      if self.negatives:
         example["negatives"] = list(pair["negatives"])
       yield index, example
 
