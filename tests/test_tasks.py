@@ -117,3 +117,11 @@ def test_real_evaluation_sets(shared_data, monkeypatch):
 def test_unknown_evaluation_set_lists_the_known_ones():
   with pytest.raises(KeyError, match="beir_nfcorpus"):
     eval_sets.get("beir_nfcorpuss")
+
+
+def test_prepare_data_command(tmp_path, capsys):
+  from samtone_jax import prepare_data  # pylint: disable=g-import-not-at-top
+  prepare_data.main(["stdlib_code_search", "--tfds_data_dir", str(tmp_path)])
+  seqio.set_tfds_data_dir_override(None)
+  assert "stdlib_code_search: prepared" in capsys.readouterr().out
+  assert list(tmp_path.glob("stdlib_code_search/*/1.0.0/*train.tfrecord*"))
