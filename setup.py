@@ -43,6 +43,7 @@ setuptools.setup(
             "torch==2.13.0",
             "transformers>=5",
             "sentence-transformers>=6",
+            "dill",  # tensorflow_datasets.testing needs it
         ],
     },
 )

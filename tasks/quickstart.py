@@ -174,6 +174,17 @@ def _all_pairs() -> dict[str, list[dict]]:
   if unreadable:
     logging.warning("quickstart: skipped %d standard library files under %s that do not"
                     " read or parse as Python %s.", unreadable, root, PYTHON_VERSION)
+  # The standard library copies some functions between modules (e.g. a pure-Python twin):
+  # a pair already in an earlier split would leak into evaluation, so it is dropped.
+  seen, leaked = set(), 0
+  for split in SPLITS:
+    kept = [p for p in pairs[split] if (p["query"], p["passage"]) not in seen]
+    leaked += len(pairs[split]) - len(kept)
+    seen.update((p["query"], p["passage"]) for p in kept)
+    pairs[split] = kept
+  if leaked:
+    logging.info("quickstart: dropped %d pairs that repeat a pair of an earlier split.",
+                 leaked)
   return pairs
 
 

@@ -159,3 +159,12 @@ def test_seqio_loads_the_vocabulary(pairs, sp):
     assert vocab.encode(text) == sp.encode(text)
     assert vocab.encode_tf(text).numpy().tolist() == sp.encode(text)
     assert vocab.decode(vocab.encode(text)) == text
+
+
+def test_no_pair_is_in_two_splits():
+  quickstart._all_pairs.cache_clear()  # pylint: disable=protected-access
+  seen = {}
+  for split, pairs in quickstart.build_pairs().items():
+    for pair in pairs:
+      key = (pair["query"], pair["passage"])
+      assert seen.setdefault(key, split) == split, (key[0], seen[key], split)

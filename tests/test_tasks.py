@@ -1,6 +1,8 @@
 """The registered SeqIO tasks and evaluation sets, end to end from files in official formats."""
 
 import pathlib
+import subprocess
+import sys
 
 import pytest
 import seqio
@@ -59,7 +61,10 @@ def test_msmarco_passage_triples(tfds_dir, tmp_path):
     test_msmarco._write(folder / name, content)  # pylint: disable=protected-access
   pairs.register_pairs_task("msmarco_passage_triples", "msmarco_passage/triples:1.0.0", VOCAB,
                             negatives=True)
+  listing = lambda: sorted((p.name, p.stat().st_mtime_ns) for p in folder.rglob("*"))
+  before = listing()
   examples = _examples("msmarco_passage_triples", num_negatives=1)
+  assert listing() == before  # nothing is written into the user's data folder
   got = sorted((_decode(ex["queries"]), _decode(ex["passages"]),
                 _decode(ex["negative_passages"][0])) for ex in examples)
   assert got == [("what colour is the sky", "The sky is blue.", "Grass is green.")]
@@ -119,9 +124,12 @@ def test_unknown_evaluation_set_lists_the_known_ones():
     eval_sets.get("beir_nfcorpuss")
 
 
-def test_prepare_data_command(tmp_path, capsys):
-  from samtone_jax import prepare_data  # pylint: disable=g-import-not-at-top
-  prepare_data.main(["stdlib_code_search", "--tfds_data_dir", str(tmp_path)])
-  seqio.set_tfds_data_dir_override(None)
-  assert "stdlib_code_search: prepared" in capsys.readouterr().out
+def test_prepare_data_command(tmp_path):
+  """The command, as a user runs it (a process of its own: seqio remembers TFDS folders)."""
+  done = subprocess.run(
+      [sys.executable, "-m", "samtone_jax.prepare_data", "stdlib_code_search",
+       "--tfds_data_dir", str(tmp_path)], capture_output=True, text=True, timeout=300,
+      check=False)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "stdlib_code_search: prepared" in done.stdout
   assert list(tmp_path.glob("stdlib_code_search/*/1.0.0/*train.tfrecord*"))
