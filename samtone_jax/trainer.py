@@ -1,0 +1,147 @@
+"""The train state and the train step: pure functions, jit-compiled once with shardings.
+
+`create_train_state` initialises parameters and optimizer state directly sharded over the
+mesh (shapes from `jax.eval_shape`, placements from the logical axis rules), so no device
+ever holds a full copy of a model-parallel weight. `make_train_step` returns the pure step
+`(state, batch) -> (state, metrics)`; `compile_train_step` jits it with explicit in/out
+shardings and donates the old state. The loss sees the global batch: in-batch negatives are
+the whole batch whatever the mesh.
+"""
+
+import dataclasses
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from samtone_jax import dual_encoder, partitioning
+
+Batch = dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+  """step: int32 scalar; params: the model's parameters; opt_state: the optimizer's."""
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def example_batch(batch_size: int, lengths: dict[str, int], num_negatives: int = 0) -> Batch:
+  """Zeros shaped like a batch of the input pipeline (for initialisation and tracing)."""
+  batch = {"queries": jnp.zeros((batch_size, lengths["queries"]), jnp.int32),
+           "passages": jnp.zeros((batch_size, lengths["passages"]), jnp.int32)}
+  if num_negatives:
+    batch["negative_passages"] = jnp.zeros(
+        (batch_size, num_negatives, lengths["passages"]), jnp.int32)
+  return batch
+
+
+def _model_inputs(batch: Batch) -> tuple:
+  return batch["queries"], batch["passages"], batch.get("negative_passages")
+
+
+def create_train_state(model: dual_encoder.DualEncoder, optimizer: optax.GradientTransformation,
+                       rng: jax.Array, batch: Batch, mesh: Mesh,
+                       rules: partitioning.LogicalRules) -> tuple[TrainState, TrainState]:
+  """A freshly initialised, sharded TrainState, and the tree of its shardings.
+
+  Args:
+    model: the dual encoder.
+    optimizer: the optax transformation.
+    rng: the initialisation key.
+    batch: a batch (only shapes matter; `example_batch`).
+    mesh: the device mesh.
+    rules: logical axis rules.
+
+  Returns:
+    (state, shardings): shardings has TrainState's structure with NamedSharding leaves.
+  """
+  def init(rng):
+    boxed = model.init(rng, *_model_inputs(batch))["params"]
+    params = nn.unbox(boxed)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=optimizer.init(params))
+
+  abstract_boxed = jax.eval_shape(lambda rng: model.init(rng, *_model_inputs(batch))["params"],
+                                  rng)
+  shardings = state_shardings(optimizer, abstract_boxed, mesh, rules)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    state = jax.jit(init, out_shardings=shardings)(rng)
+  return state, shardings
+
+
+def state_shardings(optimizer: optax.GradientTransformation, abstract_boxed_params: Any,
+                    mesh: Mesh, rules: partitioning.LogicalRules) -> TrainState:
+  """Shardings of a TrainState: parameters by their logical axes; optimizer entries shaped
+  like their parameter take its sharding, the others (factored moments, counts) are
+  replicated."""
+  param_shardings = partitioning.logical_shardings(abstract_boxed_params, mesh, rules)
+  param_shardings = nn.unbox(param_shardings)
+  abstract_params = nn.unbox(abstract_boxed_params)
+  abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  opt_shardings = optax.tree_map_params(
+      optimizer,
+      lambda leaf, param, sharding: sharding if leaf.shape == param.shape else replicated,
+      abstract_opt, abstract_params, param_shardings,
+      transform_non_params=lambda _: replicated)
+  return TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
+
+
+def make_train_step(model: dual_encoder.DualEncoder, optimizer: optax.GradientTransformation,
+                    loss_fn: Callable[..., tuple[jax.Array, dict[str, jax.Array]]],
+                    learning_rate: optax.Schedule, dropout_seed: int = 0
+                    ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
+  """The pure train step: embeds the global batch, takes the loss and its gradient, updates.
+
+  Args:
+    model: the dual encoder.
+    optimizer: the optax transformation.
+    loss_fn: `(query_emb, passage_emb, *, negative_emb, query_ids, passage_ids) -> (loss,
+      metrics)`, e.g. `losses.sharded_contrastive_loss(mesh, ...)`.
+    learning_rate: the schedule, for the summaries.
+    dropout_seed: dropout's random numbers are `fold_in(key(dropout_seed), step)`, so a
+      resumed run draws the same ones.
+
+  Returns:
+    `step(state, batch) -> (state, metrics)`: metrics are float32 scalars: the loss's
+    metrics, `learning_rate` and `grad_norm`.
+  """
+  def loss(params, batch, rng):
+    out = model.apply({"params": params}, *_model_inputs(batch), deterministic=False,
+                      rngs={"dropout": rng})
+    return loss_fn(out["query"], out["passage"], negative_emb=out.get("negative"),
+                   query_ids=batch.get("query_ids"), passage_ids=batch.get("passage_ids"))
+
+  def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+    rng = jax.random.fold_in(jax.random.key(dropout_seed), state.step)
+    (_, metrics), grads = jax.value_and_grad(loss, has_aux=True)(state.params, batch, rng)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(metrics, learning_rate=jnp.asarray(learning_rate(state.step), jnp.float32),
+                   grad_norm=optax.global_norm(grads))
+    return dataclasses.replace(state, step=state.step + 1, params=params,
+                               opt_state=opt_state), metrics
+
+  return step
+
+
+def compile_train_step(step: Callable, state_shardings_: TrainState, mesh: Mesh,
+                       rules: partitioning.LogicalRules, data_axes=("data",)) -> Callable:
+  """jit of `step` with the state's shardings in and out, the batch split over the data
+  axes, replicated metrics, and the old state donated."""
+  batch_sharding = NamedSharding(mesh, PartitionSpec(tuple(data_axes)))
+  replicated = NamedSharding(mesh, PartitionSpec())
+  jitted = jax.jit(step, in_shardings=(state_shardings_, batch_sharding),
+                   out_shardings=(state_shardings_, replicated), donate_argnums=(0,))
+
+  def run(state, batch):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      return jitted(state, batch)
+
+  return run
