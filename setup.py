@@ -33,6 +33,9 @@ setuptools.setup(
         "tensorflow-datasets>=4.9",
         "importlib_resources",  # tensorflow-datasets imports it without declaring it
         "sentencepiece>=0.2",
+        "tensorboard",  # event files (tf.summary)
+        "orbax-checkpoint>=0.11",
+        "optax>=0.2",
     ],
     extras_require={
         "test": [

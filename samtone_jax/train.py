@@ -1,0 +1,289 @@
+r"""Training, T5X-style: `python -m samtone_jax.train --gin_file=... [--gin.NAME=VALUE ...]`.
+
+  python -m samtone_jax.train --gin_file=experiments/quickstart.gin \
+      --gin.MODEL_DIR="'/tmp/quickstart'"
+
+Flags: `--gin_file` (repeatable; the shipped gin_configs/ is always on the search path),
+`--gin.NAME=VALUE` (a binding or macro, repeatable), `--gin_search_paths` (comma-separated).
+The operative config is written to MODEL_DIR/config.gin. A run restarted with the same
+MODEL_DIR resumes from its latest checkpoint, input position included. SIGTERM writes a
+checkpoint and exits.
+
+`train()` reads top to bottom: checks, mesh, model and loss, data, state (restore, or
+initialise and load INITIAL_CHECKPOINT_PATH), loop (step, metrics, checkpoint, evaluation),
+and the final checkpoint and metrics.json.
+"""
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import pathlib
+import signal
+import sys
+import time
+from typing import Any, Optional, Sequence
+
+import gin
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import tensorflow as tf
+
+import samtone_jax
+from samtone_jax import dual_encoder, inputs, losses, optimizers, partitioning, pretrained
+from samtone_jax import trainer
+
+_LOG = logging.getLogger("samtone_jax.train")
+
+
+class TrainingError(RuntimeError):
+  """A run that cannot go on (a non-finite loss, a checkpoint that does not fit)."""
+
+
+def _check(name: str, ok: bool, value: Any, what: str) -> None:
+  if not ok:
+    raise ValueError(f"{name}={value!r}: {what}")
+
+
+def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gin.REQUIRED,
+          train_steps: int = gin.REQUIRED, batch_size: int = gin.REQUIRED,
+          mixture_or_task_name: str = gin.REQUIRED, task_feature_lengths: dict = gin.REQUIRED,
+          temperature: float = 0.01, same_tower: str = "query", bidirectional: bool = True,
+          pair_alpha: float = 0.0, mask_duplicates: bool = False, num_negatives: int = 0,
+          learning_rate: float = 1e-3, warmup_steps: int = 0, num_partitions: int = 1,
+          checkpoint_period: int = 1000, keep_checkpoints: int = 3, eval_period: int = 1000,
+          eval_split: Optional[str] = "validation", eval_batches: int = 20,
+          initial_checkpoint_path: Optional[str] = None, seed: int = 0,
+          log_period: int = 50, steps_per_run: Optional[int] = None) -> dict[str, float]:
+  """Trains a dual encoder; returns the final evaluation metrics (also in metrics.json).
+
+  Args:
+    model: the DualEncoder (MODEL).
+    model_dir: checkpoints, config.gin, event files and metrics.json go here (MODEL_DIR).
+    train_steps: steps in all, counted across restarts (TRAIN_STEPS).
+    batch_size: the global batch, all in-batch negatives (BATCH_SIZE).
+    mixture_or_task_name: a SeqIO task or mixture (MIXTURE_OR_TASK_NAME).
+    task_feature_lengths: {"queries": Lq, "passages": Lp} (TASK_FEATURE_LENGTHS).
+    temperature, same_tower, bidirectional, pair_alpha: the loss (losses/*.gin).
+    mask_duplicates: remove duplicate texts from the denominators, by content ids.
+    num_negatives: hard negatives an example (tasks with `negative_passages`).
+    learning_rate, warmup_steps: the schedule, decaying linearly to 0 at train_steps.
+    num_partitions: size of the mesh's "model" axis (NUM_PARTITIONS).
+    checkpoint_period, keep_checkpoints: save every N steps (and at the end), keep the last.
+    eval_period, eval_split, eval_batches: in-batch metrics on `eval_batches` batches of
+      `eval_split` every N steps and at the end (None: no evaluation).
+    initial_checkpoint_path: Hugging Face T5 or sentence-transformers folder to start from
+      when MODEL_DIR has no checkpoint (INITIAL_CHECKPOINT_PATH).
+    seed: initialisation, dropout and data order.
+    log_period: print and write summaries every N steps.
+    steps_per_run: end this invocation, with a checkpoint, after this many steps (for job
+      time limits: the next invocation with the same MODEL_DIR goes on; None: to the end).
+  """
+  # --- Checks, before anything is compiled -----------------------------------------------
+  _check("TRAIN_STEPS", isinstance(train_steps, int) and train_steps > 0, train_steps,
+         "must be a positive int.")
+  _check("BATCH_SIZE", isinstance(batch_size, int) and batch_size > 0, batch_size,
+         "must be a positive int.")
+  for period in ("checkpoint_period", "eval_period", "log_period"):
+    _check(period, locals()[period] > 0, locals()[period], "must be > 0.")
+  loss_options = dict(temperature=temperature, same_tower=same_tower,
+                      bidirectional=bidirectional, pair_alpha=pair_alpha)
+  model_dir = pathlib.Path(model_dir)
+  model_dir.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:
+    (model_dir / "config.gin").write_text(gin.operative_config_str())
+
+  # --- Mesh --------------------------------------------------------------------------------
+  mesh = partitioning.create_mesh(num_partitions)
+  rules = partitioning.standard_logical_axis_rules()
+  _check("BATCH_SIZE", batch_size % mesh.shape["data"] == 0, batch_size,
+         f"must be a multiple of the {mesh.shape['data']} data-parallel devices.")
+  _LOG.info("Mesh %s over %d devices of %d processes.", dict(mesh.shape), jax.device_count(),
+            jax.process_count())
+
+  # --- Model, optimizer, loss --------------------------------------------------------------
+  schedule = optimizers.linear_decay_schedule(learning_rate, train_steps, warmup_steps)
+  optimizer = optimizers.adafactor(schedule)
+  loss_fn = losses.sharded_contrastive_loss(mesh, **loss_options)
+  if not mask_duplicates:
+    unmasked = loss_fn
+    loss_fn = lambda q, p, *, negative_emb=None, query_ids=None, passage_ids=None: unmasked(
+        q, p, negative_emb=negative_emb)
+  step_fn = trainer.make_train_step(model, optimizer, loss_fn, schedule, dropout_seed=seed)
+
+  # --- Data ----------------------------------------------------------------------------------
+  data = dict(task_feature_lengths=task_feature_lengths, num_negatives=num_negatives)
+  batches = inputs.GlobalBatches(mixture_or_task_name, "train", global_batch_size=batch_size,
+                                 mesh=mesh, seed=seed, **data)
+
+  # --- State: restore, or initialise (and load pretrained weights) ---------------------------
+  example = trainer.example_batch(batch_size, task_feature_lengths, num_negatives)
+  state, shardings = trainer.create_train_state(model, optimizer, jax.random.key(seed),
+                                                example, mesh, rules)
+  checkpoints = ocp.CheckpointManager(
+      (model_dir / "checkpoints").absolute(),
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep_checkpoints, create=True))
+  positions = model_dir / "input_positions"
+  if checkpoints.latest_step() is not None:
+    restored = checkpoints.latest_step()
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            state, shardings)
+    state = checkpoints.restore(restored, args=ocp.args.StandardRestore(abstract))
+    batches.restore(positions / str(restored))
+    _LOG.info("Resumed from step %d of %s.", restored, model_dir)
+  elif initial_checkpoint_path:
+    config, tower, kernel = pretrained.load_initial_checkpoint(initial_checkpoint_path)
+    params = pretrained.with_pretrained(jax.device_get(state.params), model.architecture, tower,
+                                        kernel)
+    state = dataclasses.replace(state, params=jax.device_put(params, shardings.params))
+    _LOG.info("Initialised the towers from %s (%s).", initial_checkpoint_path, config)
+
+  def save(state):
+    step = int(state.step)
+    if checkpoints.latest_step() == step:
+      return
+    (positions / str(step)).mkdir(parents=True, exist_ok=True)
+    batches.save(positions / str(step))  # before the checkpoint that refers to it
+    checkpoints.save(step, args=ocp.args.StandardSave(state))
+    checkpoints.wait_until_finished()
+    kept = {str(s) for s in checkpoints.all_steps()}
+    for old in positions.iterdir():
+      if old.name not in kept and jax.process_index() == 0:
+        for f in old.iterdir():
+          f.unlink()
+        old.rmdir()
+
+  # --- Evaluation: in-batch metrics on held-out batches ---------------------------------------
+  eval_step = jax.jit(lambda params, batch: _eval_metrics(model, loss_fn, params, batch))
+
+  def evaluate(params) -> dict[str, float]:
+    if not eval_split:
+      return {}
+    ds = inputs.get_dataset(mixture_or_task_name, eval_split, task_feature_lengths,
+                            batch_size // jax.process_count(), shard_index=jax.process_index(),
+                            num_shards=jax.process_count(), shuffle=False, num_epochs=1,
+                            num_negatives=num_negatives)
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    totals, count = {}, 0
+    for local in ds.take(eval_batches).as_numpy_iterator():
+      batch = {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+      with jax.set_mesh(mesh):
+        metrics = jax.device_get(eval_step(params, batch))
+      totals = {k: totals.get(k, 0.0) + float(v) for k, v in metrics.items()}
+      count += 1
+    return {f"eval/{k}": v / count for k, v in totals.items()} if count else {}
+
+  # --- Loop ------------------------------------------------------------------------------------
+  train_step = trainer.compile_train_step(step_fn, shardings, mesh, rules)
+  writer = tf.summary.create_file_writer(str(model_dir / "summaries"))
+  stop = {"signal": None}
+  previous = signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
+  last = train_steps if steps_per_run is None else min(train_steps,
+                                                        int(state.step) + steps_per_run)
+  start_time, start_step = time.perf_counter(), int(state.step)
+  metrics = {}
+  try:
+    while int(state.step) < last and stop["signal"] is None:
+      state, metrics = train_step(state, next(batches))
+      step = int(state.step)
+      if step % log_period == 0 or step == train_steps:
+        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if not all(math.isfinite(v) for v in values.values()):
+          raise TrainingError(
+              f"non-finite training metrics at step {step}: {values}. The last good"
+              f" checkpoint (step {checkpoints.latest_step()}) is kept in {model_dir}.")
+        rate = (step - start_step) * batch_size / (time.perf_counter() - start_time)
+        eta = (train_steps - step) * batch_size / max(rate, 1e-9)
+        _LOG.info("step %d/%d  loss %.4f  acc %.3f  mrr %.3f  lr %.2e  %.0f examples/s  ETA"
+                  " %.0f s", step, train_steps, values["loss"], values["accuracy_qp"],
+                  values["mrr_qp"], values["learning_rate"], rate, eta)
+        _write_summaries(writer, step, dict(values, examples_per_second=rate))
+        start_time, start_step = time.perf_counter(), step
+      if step % checkpoint_period == 0 or step == train_steps:
+        save(state)
+      if step % eval_period == 0 and step != train_steps:
+        _write_summaries(writer, step, evaluate(state.params))
+    if stop["signal"] is not None or int(state.step) < train_steps:
+      reason = f"signal {stop['signal']}" if stop["signal"] else f"steps_per_run={steps_per_run}"
+      _LOG.warning("%s: saving step %d and stopping.", reason, int(state.step))
+      save(state)
+      return {"step": int(state.step)}
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+    checkpoints.wait_until_finished()
+
+  # --- End: evaluation and metrics.json -------------------------------------------------------
+  final = dict(evaluate(state.params), step=int(state.step))
+  final.update({f"train/{k}": float(v) for k, v in jax.device_get(metrics).items()})
+  _write_summaries(writer, int(state.step), final)
+  if jax.process_index() == 0:
+    (model_dir / "metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True))
+  _LOG.info("Done: %s", json.dumps(final, sort_keys=True))
+  return final
+
+
+def _eval_metrics(model, loss_fn, params, batch):
+  out = model.apply({"params": params}, batch["queries"], batch["passages"],
+                    batch.get("negative_passages"))
+  return loss_fn(out["query"], out["passage"], negative_emb=out.get("negative"),
+                 query_ids=batch.get("query_ids"), passage_ids=batch.get("passage_ids"))[1]
+
+
+def _write_summaries(writer, step: int, values: dict[str, float]) -> None:
+  if jax.process_index() != 0:
+    return
+  with writer.as_default(step=step):
+    for name, value in values.items():
+      tf.summary.scalar(name, value)
+  writer.flush()
+
+
+def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
+  """--gin_file (repeatable), --gin.NAME=VALUE (repeatable), --gin_search_paths."""
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--gin_file", action="append", default=[], help="a gin file")
+  parser.add_argument("--gin_search_paths", default="",
+                      help="comma-separated folders to find gin files in")
+  args, rest = parser.parse_known_args(argv)
+  args.gin_bindings = []
+  for arg in rest:
+    if not arg.startswith("--gin.") or "=" not in arg:
+      parser.error(f"unrecognised argument {arg!r} (expected --gin.NAME=VALUE)")
+    args.gin_bindings.append(arg[len("--gin."):])
+  if not args.gin_file:
+    parser.error("at least one --gin_file is needed, e.g. experiments/quickstart.gin")
+  return args
+
+
+def parse_gin(gin_files: Sequence[str], bindings: Sequence[str],
+              search_paths: Sequence[str] = ()) -> None:
+  """Parses gin files (found on the search paths, the shipped gin_configs/ last) and
+  bindings, as T5X does."""
+  for path in [*search_paths, str(samtone_jax.GIN_CONFIGS_DIR)]:
+    gin.add_config_file_search_path(path)
+  gin.parse_config_files_and_bindings(gin_files, bindings, finalize_config=False)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+  handler = logging.StreamHandler(sys.stdout)
+  handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+  ours = logging.getLogger("samtone_jax")
+  ours.setLevel(logging.INFO)
+  ours.addHandler(handler)
+  ours.propagate = False
+  args = parse_flags(sys.argv[1:] if argv is None else argv)
+  if "JAX_COORDINATOR_ADDRESS" in os.environ or "SLURM_JOB_ID" in os.environ:
+    jax.distributed.initialize()
+  import samtone_jax.tasks  # pylint: disable=g-import-not-at-top,unused-import
+  parse_gin(args.gin_file, args.gin_bindings,
+            [p for p in args.gin_search_paths.split(",") if p])
+  gin.get_configurable(train)()
+
+
+if __name__ == "__main__":
+  # Run the module's canonical copy, which the gin files bind, not this __main__ copy.
+  from samtone_jax import train as _train_module  # pylint: disable=g-import-not-at-top
+  _train_module.main()

@@ -1,0 +1,112 @@
+"""The training entry point: gin, resume, SIGTERM, clear start-up errors, non-finite stops."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import gin
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+import seqio
+
+import samtone_jax.tasks  # pylint: disable=unused-import
+from samtone_jax import train
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY_RUN = ["TRAIN_STEPS = 12", "BATCH_SIZE = 16", "CHECKPOINT_PERIOD = 4", "EVAL_PERIOD = 4",
+            "TASK_FEATURE_LENGTHS = {'queries': 16, 'passages': 32}",
+            "train_lib.train.eval_batches = 2", "train_lib.train.log_period = 4",
+            "t5.T5Config.d_model = 32", "t5.T5Config.d_ff = 32", "t5.T5Config.num_layers = 1",
+            "t5.T5Config.dropout_rate = 0.1"]
+
+
+@pytest.fixture(scope="module")
+def tfds_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("tfds"))
+  seqio.set_tfds_data_dir_override(path)
+  yield path
+  seqio.set_tfds_data_dir_override(None)
+
+
+def _run(model_dir, *bindings):
+  gin.clear_config()
+  train.parse_gin(["experiments/quickstart.gin"],
+                  [f"MODEL_DIR = '{model_dir}'", *TINY_RUN, *bindings])
+  try:
+    return gin.get_configurable(train.train)()
+  finally:
+    gin.clear_config()
+
+
+def _params(model_dir, step):
+  restored = ocp.CheckpointManager(pathlib.Path(model_dir).absolute() / "checkpoints").restore(
+      step)
+  return restored["params"]
+
+
+def test_resumed_run_equals_uninterrupted_run(tfds_dir, tmp_path):
+  whole = _run(tmp_path / "whole")
+  assert whole["step"] == 12
+  assert "TRAIN_STEPS = 12" in (tmp_path / "whole" / "config.gin").read_text()
+  assert json.loads((tmp_path / "whole" / "metrics.json").read_text())["step"] == 12
+  assert list((tmp_path / "whole" / "summaries").glob("events.out.tfevents*"))
+
+  _run(tmp_path / "parts", "train_lib.train.steps_per_run = 8")  # as if stopped at 8
+  assert ocp.CheckpointManager((tmp_path / "parts" / "checkpoints").absolute()).latest_step() == 8
+  resumed = _run(tmp_path / "parts")  # the same MODEL_DIR: resumes at step 8
+  assert resumed["step"] == 12
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               _params(tmp_path / "parts", 12), _params(tmp_path / "whole", 12))
+  assert resumed["train/loss"] == pytest.approx(whole["train/loss"], rel=1e-5)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tfds_dir, tmp_path):
+  with pytest.raises(train.TrainingError, match="non-finite training metrics at step 4"):
+    _run(tmp_path, "TEMPERATURE = 1e-30")
+  assert not (tmp_path / "checkpoints" / "4").exists()
+
+
+@pytest.mark.parametrize("binding, message", [
+    ("t5.T5Config.d_modle = 32", "d_modle"),
+    ("BATCH_SIZE = 12", "multiple of the 8 data-parallel devices"),
+    ("TRAIN_STEPS = 0", "TRAIN_STEPS=0"),
+    ("MIXTURE_OR_TASK_NAME = 'no_such_task'", "no_such_task"),
+])
+def test_bad_configuration_fails_at_start_up(tfds_dir, tmp_path, binding, message):
+  with pytest.raises(Exception, match=message):
+    _run(tmp_path, binding)
+  assert not (tmp_path / "checkpoints").exists()
+
+
+def test_sigterm_writes_a_checkpoint_and_exits(tmp_path):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  command = [sys.executable, "-m", "samtone_jax.train", "--gin_file=experiments/quickstart.gin",
+             f"--gin.MODEL_DIR='{tmp_path}'", "--gin.TRAIN_STEPS=100000",
+             "--gin.CHECKPOINT_PERIOD=100000", "--gin.BATCH_SIZE=8",
+             "--gin.TASK_FEATURE_LENGTHS={'queries': 8, 'passages': 16}"]
+  proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  deadline = time.monotonic() + 240
+  lines = []
+  for line in proc.stdout:  # wait for training to be under way
+    lines.append(line)
+    if " step " in line or time.monotonic() > deadline:
+      break
+  proc.send_signal(signal.SIGTERM)
+  try:
+    out, _ = proc.communicate(timeout=120)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    raise
+  log = "".join(lines) + out
+  assert proc.returncode == 0, log[-3000:]
+  assert "saving step" in log, log[-3000:]
+  step = ocp.CheckpointManager(tmp_path.absolute() / "checkpoints").latest_step()
+  assert step and step >= 50, log[-3000:]
+  assert (tmp_path / "input_positions" / str(step)).is_dir()
