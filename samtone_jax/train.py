@@ -247,6 +247,10 @@ def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--gin_file", action="append", default=[], help="a gin file")
   parser.add_argument("--gin_search_paths", default="",
                       help="comma-separated folders to find gin files in")
+  parser.add_argument("--coordinator_address", help="host:port of process 0, for a run on"
+                      " several processes (as T5X's flag); SLURM and Open MPI jobs need none")
+  parser.add_argument("--process_count", type=int, help="processes in all")
+  parser.add_argument("--process_index", type=int, help="this process's index")
   args, rest = parser.parse_known_args(argv)
   args.gin_bindings = []
   for arg in rest:
@@ -275,8 +279,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   ours.addHandler(handler)
   ours.propagate = False
   args = parse_flags(sys.argv[1:] if argv is None else argv)
-  if "JAX_COORDINATOR_ADDRESS" in os.environ or "SLURM_JOB_ID" in os.environ:
-    jax.distributed.initialize()
+  if args.coordinator_address:
+    jax.distributed.initialize(args.coordinator_address, args.process_count,
+                               args.process_index)
+  elif "SLURM_JOB_ID" in os.environ or "OMPI_COMM_WORLD_SIZE" in os.environ:
+    jax.distributed.initialize()  # JAX reads the cluster's own variables
   import samtone_jax.tasks  # pylint: disable=g-import-not-at-top,unused-import
   parse_gin(args.gin_file, args.gin_bindings,
             [p for p in args.gin_search_paths.split(",") if p])

@@ -11,7 +11,7 @@ import samtone_jax
 from samtone_jax import losses
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-LOSS_GIN_FILES = ("softmax", "samtone", "samtone_document", "samtone_both", "pair")
+LOSS_GIN_FILES = ("in_batch_softmax", "samtone", "samtone_document", "samtone_both", "pair")
 
 
 def _code_lines(markdown):
@@ -51,7 +51,7 @@ def test_loss_gin_files_set_valid_options(name):
   finally:
     gin.clear_config()
   assert options["temperature"] == 0.01 and options["bidirectional"]
-  want = {"softmax": ("none", 0.0), "samtone": ("query", 0.0),
+  want = {"in_batch_softmax": ("none", 0.0), "samtone": ("query", 0.0),
           "samtone_document": ("document", 0.0), "samtone_both": ("both", 0.0),
           "pair": ("none", 0.1)}[name]
   assert (options["same_tower"], options["pair_alpha"]) == want
