@@ -18,14 +18,14 @@ LOSSES = {"in_batch_softmax": ("none", 0.0), "samtone": ("query", 0.0), "pair": 
 
 
 @gin.configurable
-def _model(model=gin.REQUIRED):
+def _experiment_model(model=gin.REQUIRED):
   return model
 
 
 def _macros(path, *names):
   gin.clear_config()
   train.parse_gin([f"experiments/paper/{pathlib.Path(path).name}"],
-                  ["MODEL_DIR = '/unused'", "_model.model = %MODEL"])
+                  ["MODEL_DIR = '/unused'", "_experiment_model.model = %MODEL"])
   return {n: gin.query_parameter(f"{n}/gin.macro.value") for n in names}
 
 
@@ -53,7 +53,7 @@ def test_paper_settings(path):
 def test_paper_model_and_train_state_build(name):
   """The model of the experiment and its abstract train state (no memory allocated)."""
   _macros(name + ".gin")
-  model = _model()
+  model = _experiment_model()
   gin.clear_config()
   assert (model.config.d_model, model.config.num_layers) == (768, 12)
   batch = trainer.example_batch(512, {"queries": 64, "passages": 256})
