@@ -215,6 +215,22 @@ def load_initial_checkpoint(path: str | pathlib.Path
   return (*load_hf_t5_encoder(path), None)
 
 
+ARCHITECTURE_FIELDS = ("vocab_size", "d_model", "d_ff", "num_heads", "head_dim", "num_layers",
+                       "mlp_activations", "relative_attention_num_buckets",
+                       "relative_attention_max_distance", "layer_norm_epsilon")
+
+
+def check_compatible(loaded: t5.T5Config, configured: t5.T5Config, source: str) -> None:
+  """Raises CheckpointError naming every architecture field in which the checkpoint's
+  config differs from the model's (gin's); dropout, dtypes and remat may differ."""
+  differences = [f"{name}: checkpoint {getattr(loaded, name)!r}, model"
+                 f" {getattr(configured, name)!r}" for name in ARCHITECTURE_FIELDS
+                 if getattr(loaded, name) != getattr(configured, name)]
+  if differences:
+    raise CheckpointError(f"{source} does not fit the configured T5Config (set the model's"
+                          f" gin file to the checkpoint's sizes): {'; '.join(differences)}.")
+
+
 def with_pretrained(params: Params, architecture: str, tower: Params,
                     projection: Optional[np.ndarray] = None) -> Params:
   """A dual encoder's params with every tower set to `tower` (and projections to

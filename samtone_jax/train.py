@@ -136,6 +136,8 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
     _LOG.info("Resumed from step %d of %s.", restored, model_dir)
   elif initial_checkpoint_path:
     config, tower, kernel = pretrained.load_initial_checkpoint(initial_checkpoint_path)
+    pretrained.check_compatible(config, model.config,
+                                f"INITIAL_CHECKPOINT_PATH={initial_checkpoint_path!r}")
     params = pretrained.with_pretrained(jax.device_get(state.params), model.architecture, tower,
                                         kernel)
     state = dataclasses.replace(state, params=jax.device_put(params, shardings.params))

@@ -22,10 +22,11 @@ def hf_config(feed_forward_proj="gated-gelu", **overrides):
 
 
 def save_t5_encoder(path, feed_forward_proj="gated-gelu", seed=0, encoder_decoder=False,
-                    pytorch_bin=False):
-  """Writes a random tiny T5 to `path`; returns the PyTorch encoder model (eval mode)."""
+                    pytorch_bin=False, **overrides):
+  """Writes a random tiny T5 to `path` (TINY, with `overrides` of its config fields);
+  returns the PyTorch encoder model (eval mode)."""
   torch.manual_seed(seed)
-  config = hf_config(feed_forward_proj)
+  config = hf_config(feed_forward_proj, **overrides)
   path = pathlib.Path(path)
   if encoder_decoder:
     model = transformers.T5ForConditionalGeneration(config).eval()

@@ -133,3 +133,16 @@ def test_prepare_data_command(tmp_path):
   assert done.returncode == 0, done.stderr[-3000:]
   assert "stdlib_code_search: prepared" in done.stdout
   assert list(tmp_path.glob("stdlib_code_search/*/1.0.0/*train.tfrecord*"))
+
+
+def test_t5_vocabulary_path_is_read_at_first_use_from_gin_or_the_environment(monkeypatch):
+  import gin  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv(vocabularies.T5_VOCABULARY_VARIABLE, "/nowhere/sentencepiece.model")
+  vocab = vocabularies.t5_vocabulary()  # as the tasks hold it, made before gin is parsed
+  gin.parse_config(f"vocabularies.t5_vocabulary_path.path = '{vocabularies.QUICKSTART_PATH}'")
+  try:
+    assert vocab.decode(vocab.encode("def f(x):\n  return x")) == "def f(x):\n  return x"
+    assert vocab.sentencepiece_model_file == vocabularies.QUICKSTART_PATH
+  finally:
+    gin.clear_config()
+  assert vocabularies.t5_vocabulary_path() == "/nowhere/sentencepiece.model"

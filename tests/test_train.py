@@ -110,3 +110,23 @@ def test_sigterm_writes_a_checkpoint_and_exits(tmp_path):
   step = ocp.CheckpointManager(tmp_path.absolute() / "checkpoints").latest_step()
   assert step and step >= 50, log[-3000:]
   assert (tmp_path / "input_positions" / str(step)).is_dir()
+
+
+def test_initial_checkpoint_path_starts_the_towers(tfds_dir, tmp_path):
+  """A Hugging Face T5 folder of the configured sizes initialises both towers; one of other
+  sizes is refused, naming the fields."""
+  from samtone_jax import pretrained  # pylint: disable=g-import-not-at-top
+  from tests import hf_fixtures  # pylint: disable=g-import-not-at-top
+  hf_fixtures.save_t5_encoder(tmp_path / "t5", vocab_size=2000, d_model=32, d_ff=32,
+                              num_heads=4, d_kv=16, num_layers=1,
+                              relative_attention_num_buckets=32,
+                              relative_attention_max_distance=128)
+  _, tower = pretrained.load_hf_t5_encoder(tmp_path / "t5")
+  _run(tmp_path / "run", f"INITIAL_CHECKPOINT_PATH = '{tmp_path / 't5'}'",
+       "train_lib.train.steps_per_run = 1", "LEARNING_RATE = 1e-12")
+  params = _params(tmp_path / "run", 1)
+  for name in ("query_tower", "passage_tower"):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), params[name], tower)
+  with pytest.raises(pretrained.CheckpointError, match="num_layers: checkpoint 1, model 2"):
+    _run(tmp_path / "other", f"INITIAL_CHECKPOINT_PATH = '{tmp_path / 't5'}'",
+         "t5.T5Config.num_layers = 2")
