@@ -105,5 +105,16 @@ class GlobalBatches:
     self._checkpoint.write(self._path(directory))
 
   def restore(self, directory) -> None:
-    """Continues from the position saved under `directory`."""
-    self._checkpoint.read(self._path(directory)).assert_consumed()
+    """Continues from the position saved under `directory`.
+
+    Raises:
+      ValueError: when this process has no position there (e.g. a run resumed on another
+        number of processes than it was saved from).
+    """
+    try:
+      self._checkpoint.read(self._path(directory)).assert_consumed()
+    except tf.errors.NotFoundError:
+      saved = sorted(p.name for p in pathlib.Path(directory).glob("input-*.index"))
+      raise ValueError(f"no input position for process {jax.process_index()} of"
+                       f" {jax.process_count()} in {directory} (saved: {saved}); resume on"
+                       " the number of processes that saved it.") from None

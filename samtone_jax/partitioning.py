@@ -55,6 +55,12 @@ def create_mesh(num_partitions: int = 1, devices: Optional[Sequence[Any]] = None
   if num_partitions < 1 or len(devices) % num_partitions:
     raise ValueError(f"NUM_PARTITIONS={num_partitions} must be >= 1 and divide the"
                      f" {len(devices)} devices.")
+  per_process = len(devices) // len({d.process_index for d in devices})
+  if per_process % num_partitions:
+    # A "model" group spanning processes would make them share batch rows, which the input
+    # pipeline (one shard a process) does not feed.
+    raise ValueError(f"NUM_PARTITIONS={num_partitions} must divide the {per_process} devices"
+                     " of each process.")
   devices.sort(key=lambda d: (d.process_index, d.id))
   grid = np.array(devices).reshape(len(devices) // num_partitions, num_partitions)
   return Mesh(grid, ("data", "model"), axis_types=(AxisType.Auto, AxisType.Auto))

@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import pathlib
+import shutil
 import signal
 import sys
 import time
@@ -29,7 +30,10 @@ from typing import Any, Optional, Sequence
 import gin
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
+import optax
 import orbax.checkpoint as ocp
+import seqio
 import tensorflow as tf
 
 import samtone_jax
@@ -118,6 +122,9 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
   data = dict(task_feature_lengths=task_feature_lengths, num_negatives=num_negatives)
   batches = inputs.GlobalBatches(mixture_or_task_name, "train", global_batch_size=batch_size,
                                  mesh=mesh, seed=seed, **data)
+  splits = seqio.get_mixture_or_task(mixture_or_task_name).splits
+  _check("EVAL_SPLIT", eval_split is None or eval_split in splits, eval_split,
+         f"is not a split of {mixture_or_task_name} ({sorted(splits)}); None: no evaluation.")
 
   # --- State: restore, or initialise (and load pretrained weights) ---------------------------
   example = trainer.example_batch(batch_size, task_feature_lengths, num_negatives)
@@ -143,20 +150,31 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
     state = dataclasses.replace(state, params=jax.device_put(params, shardings.params))
     _LOG.info("Initialised the towers from %s (%s).", initial_checkpoint_path, config)
 
-  def save(state):
+  params_norm = jax.jit(optax.global_norm)
+
+  def finite_values(step, metrics) -> dict[str, float]:
+    """The metrics as floats; TrainingError if one is not finite."""
+    values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    if not all(math.isfinite(v) for v in values.values()):
+      raise TrainingError(
+          f"non-finite training metrics at step {step}: {values}. The last good"
+          f" checkpoint (step {checkpoints.latest_step()}) is kept in {model_dir}.")
+    return values
+
+  def save(state, metrics):
     step = int(state.step)
     if checkpoints.latest_step() == step:
       return
+    finite_values(step, dict(metrics, params_norm=params_norm(state.params)))
     (positions / str(step)).mkdir(parents=True, exist_ok=True)
     batches.save(positions / str(step))  # before the checkpoint that refers to it
     checkpoints.save(step, args=ocp.args.StandardSave(state))
     checkpoints.wait_until_finished()
     kept = {str(s) for s in checkpoints.all_steps()}
-    for old in positions.iterdir():
-      if old.name not in kept and jax.process_index() == 0:
-        for f in old.iterdir():
-          f.unlink()
-        old.rmdir()
+    if jax.process_index() == 0:
+      for old in positions.iterdir():
+        if old.name.isdigit() and old.name not in kept:
+          shutil.rmtree(old, ignore_errors=True)
 
   # --- Evaluation: in-batch metrics on held-out batches ---------------------------------------
   eval_step = jax.jit(lambda params, batch: _eval_metrics(model, loss_fn, params, batch))
@@ -166,8 +184,8 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
       return {}
     ds = inputs.get_dataset(mixture_or_task_name, eval_split, task_feature_lengths,
                             batch_size // jax.process_count(), shard_index=jax.process_index(),
-                            num_shards=jax.process_count(), shuffle=False, num_epochs=1,
-                            num_negatives=num_negatives)
+                            num_shards=jax.process_count(), shuffle=False, num_epochs=None,
+                            num_negatives=num_negatives)  # repeats: equal counts everywhere
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     totals, count = {}, 0
     for local in ds.take(eval_batches).as_numpy_iterator():
@@ -176,7 +194,11 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
         metrics = jax.device_get(eval_step(params, batch))
       totals = {k: totals.get(k, 0.0) + float(v) for k, v in metrics.items()}
       count += 1
-    return {f"eval/{k}": v / count for k, v in totals.items()} if count else {}
+    if not count:
+      _LOG.warning("EVAL_SPLIT %r of %s has less than one batch; no evaluation.", eval_split,
+                   mixture_or_task_name)
+      return {}
+    return {f"eval/{k}": v / count for k, v in totals.items()}
 
   # --- Loop ------------------------------------------------------------------------------------
   train_step = trainer.compile_train_step(step_fn, shardings, mesh, rules)
@@ -187,16 +209,19 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
                                                         int(state.step) + steps_per_run)
   start_time, start_step = time.perf_counter(), int(state.step)
   metrics = {}
+
+  def stopping() -> bool:  # every process stops at the same step
+    flag = np.int32(stop["signal"] is not None)
+    if jax.process_count() > 1:
+      flag = multihost_utils.process_allgather(flag).max()
+    return bool(flag)
+
   try:
-    while int(state.step) < last and stop["signal"] is None:
+    while int(state.step) < last and not stopping():
       state, metrics = train_step(state, next(batches))
       step = int(state.step)
       if step % log_period == 0 or step == train_steps:
-        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        if not all(math.isfinite(v) for v in values.values()):
-          raise TrainingError(
-              f"non-finite training metrics at step {step}: {values}. The last good"
-              f" checkpoint (step {checkpoints.latest_step()}) is kept in {model_dir}.")
+        values = finite_values(step, metrics)
         rate = (step - start_step) * batch_size / (time.perf_counter() - start_time)
         eta = (train_steps - step) * batch_size / max(rate, 1e-9)
         _LOG.info("step %d/%d  loss %.4f  acc %.3f  mrr %.3f  lr %.2e  %.0f examples/s  ETA"
@@ -205,13 +230,13 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
         _write_summaries(writer, step, dict(values, examples_per_second=rate))
         start_time, start_step = time.perf_counter(), step
       if step % checkpoint_period == 0 or step == train_steps:
-        save(state)
-      if step % eval_period == 0 and step != train_steps:
+        save(state, metrics)
+      if step % eval_period == 0 and step != train_steps and stop["signal"] is None:
         _write_summaries(writer, step, evaluate(state.params))
-    if stop["signal"] is not None or int(state.step) < train_steps:
+    if int(state.step) < train_steps:
       reason = f"signal {stop['signal']}" if stop["signal"] else f"steps_per_run={steps_per_run}"
       _LOG.warning("%s: saving step %d and stopping.", reason, int(state.step))
-      save(state)
+      save(state, metrics)
       return {"step": int(state.step)}
   finally:
     signal.signal(signal.SIGTERM, previous)

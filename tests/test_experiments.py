@@ -9,6 +9,7 @@ import pytest
 
 import samtone_jax
 from samtone_jax import optimizers, train, trainer
+from samtone_jax.tasks import msmarco, multireqa
 
 PAPER = sorted((samtone_jax.GIN_CONFIGS_DIR / "experiments" / "paper").glob("*_*_*.gin"))
 TASKS = {"msmarco": "msmarco_passage", "squad": "multireqa_squad",
@@ -41,8 +42,11 @@ def test_paper_settings(path):
   loss = rest[len(architecture) + 1:]
   got = _macros(path, "TRAIN_STEPS", "BATCH_SIZE", "LEARNING_RATE", "WARMUP_STEPS",
                 "TEMPERATURE", "BIDIRECTIONAL", "SAME_TOWER", "PAIR_ALPHA", "ARCHITECTURE",
-                "MIXTURE_OR_TASK_NAME", "EMBEDDING_DIM")
+                "MIXTURE_OR_TASK_NAME", "EMBEDDING_DIM", "EVAL_SPLIT")
   gin.clear_config()
+  builder = msmarco.MsmarcoPassage if data == "msmarco" else multireqa.Multireqa
+  eval_split = got.pop("EVAL_SPLIT")  # a split the task's builder makes, or none
+  assert eval_split is None if data == "msmarco" else eval_split in builder.SPLITS
   assert got == dict(TRAIN_STEPS=20000, BATCH_SIZE=512, LEARNING_RATE=1e-3, WARMUP_STEPS=0,
                      TEMPERATURE=0.01, BIDIRECTIONAL=True, SAME_TOWER=LOSSES[loss][0],
                      PAIR_ALPHA=LOSSES[loss][1], ARCHITECTURE=architecture,
