@@ -20,7 +20,7 @@ import logging
 import pathlib
 import unicodedata
 import zipfile
-from typing import Any, Iterable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 
 
@@ -144,6 +144,24 @@ def drop_empty(examples: Iterable[dict[str, str]], source: Any) -> Iterator[dict
   finally:
     if dropped:
       logging.warning("%s: dropped %d training examples with an empty text.", source, dropped)
+
+
+def build_qrels(judgments: Callable[[], Iterable[tuple[int, str, str, int]]],
+                path: Any) -> dict[str, dict[str, int]]:
+  """{query id: {document id: relevance}} from (line, query id, document id, relevance) rows.
+
+  A pair judged twice with the same relevance is kept once; with different ones it is a
+  DataError naming both lines (`judgments()` is read again, only then, to find the first).
+  """
+  qrels = {}
+  for line_no, qid, doc_id, relevance in judgments():
+    judged = qrels.setdefault(qid, {})
+    if judged.get(doc_id, relevance) != relevance:
+      first = next(n for n, q, d, _ in judgments() if (q, d) == (qid, doc_id))
+      raise DataError(path, line_no, f"query {qid!r} document {doc_id!r} judged {relevance},"
+                                     f" but {judged[doc_id]} on line {first}.")
+    judged[doc_id] = relevance
+  return qrels
 
 
 def normalize_text(text: str) -> str:

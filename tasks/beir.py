@@ -116,15 +116,7 @@ def read_qrels(path: Any) -> dict[str, dict[str, int]]:
     DataError: for a bad header or line, a score that is not an integer, or a pair judged
       twice with different scores (naming both lines).
   """
-  qrels = {}
-  for line_no, qid, doc_id, score in _iter_qrels(path):
-    judged = qrels.setdefault(qid, {})
-    if judged.get(doc_id, score) != score:
-      first = next(n for n, q, d, _ in _iter_qrels(path) if (q, d) == (qid, doc_id))
-      raise DataError(path, line_no, f"query {qid!r} document {doc_id!r} scored {score}, but"
-                                     f" {judged[doc_id]} on line {first}.")
-    judged[doc_id] = score
-  return qrels
+  return data_files.build_qrels(lambda: _iter_qrels(path), path)
 
 
 def _paths(folder: Any, split: str) -> tuple[str, str, str]:

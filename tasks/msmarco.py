@@ -134,16 +134,7 @@ def read_qrels(path: Any) -> dict[str, dict[str, int]]:
     DataError: for a malformed line, a label that is not an integer, or a pair judged twice
       with different labels (naming both lines).
   """
-  qrels = {}
-  for line_no, qid, pid, label in _iter_qrels(path):
-    judged = qrels.setdefault(qid, {})
-    if judged.get(pid, label) != label:
-      first = _first_line(data_files.iter_tsv(path, 4, separators="\t "),
-                          lambda f: (f[0], f[2]) == (qid, pid))
-      raise DataError(path, line_no, f"query {qid!r} passage {pid!r} judged {label}, but"
-                                     f" {judged[pid]} on line {first}.")
-    judged[pid] = label
-  return qrels
+  return data_files.build_qrels(lambda: _iter_qrels(path), path)
 
 
 def _lookup(texts: dict[str, str], key: str, what: str, path: Any, line_no: int) -> str:

@@ -145,7 +145,7 @@ def test_bad_queries(tmp_path):
     ("7\t12\t1\r\n", 1, "expected the header ['query-id', 'corpus-id', 'score']"),
     (_qrels(("7", "12", 1)) + "7\t13\r\n", 3, "expected 3 tab-separated fields, got 2"),
     (_qrels(("7", "12", 1), ("7", "13", "1.0")), 3, "the score '1.0' is not an integer"),
-    (_qrels(("7", "12", 1), ("8", "12", 1), ("7", "12", 2)), 4, "scored 2, but 1 on line 2"),
+    (_qrels(("7", "12", 1), ("8", "12", 1), ("7", "12", 2)), 4, "judged 2, but 1 on line 2"),
 ])
 def test_bad_qrels(tmp_path, content, line, message):
   path = _write(tmp_path / "test.tsv", content)
