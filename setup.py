@@ -47,6 +47,7 @@ setuptools.setup(
             "transformers>=5",
             "sentence-transformers>=6",
             "dill",  # tensorflow_datasets.testing needs it
+            "pytrec-eval-terrier",  # trec_eval, the reference of metrics.py
         ],
     },
 )
