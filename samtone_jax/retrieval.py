@@ -1,4 +1,4 @@
-"""Exact top-k retrieval by blocked matrix products, on one device or over a mesh.
+"""Corpus-level retrieval: encode texts, exact top-k by blocked matrix products, metrics.
 
 The corpus is scored block by block and a running top-k is merged, so memory is
 O(block x queries + k x queries), never queries x corpus. Over a mesh, the corpus is split
@@ -9,12 +9,17 @@ are gathered and merged. Ties are broken by document index (the lower first), ev
 
 import functools
 import math
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
-from jax.sharding import Mesh, PartitionSpec
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from samtone_jax import data_files
+from samtone_jax import metrics as metrics_lib
 
 Array = jax.Array
 
@@ -111,3 +116,74 @@ def sharded_top_k(mesh: Mesh, queries: Array, corpus: Array, k: int, block_size:
                                in_specs=(PartitionSpec(), batch, batch),
                                out_specs=(PartitionSpec(), PartitionSpec()),
                                check_vma=False))(queries.astype(jnp.float32), corpus, valid)
+
+
+def tokenize(texts: Sequence[str], vocabulary, length: int) -> np.ndarray:
+  """Token ids [len(texts), length] int32: each text cut to length - 1 tokens, then EOS,
+  then 0-padded (as the training tasks feed them)."""
+  out = np.zeros((len(texts), length), np.int32)
+  for row, text in enumerate(texts):
+    tokens = list(vocabulary.encode(text))[:length - 1] + [vocabulary.eos_id]
+    out[row, :len(tokens)] = tokens
+  return out
+
+
+def encode(embed: Callable[[Any, Array], Array], params: Any, token_ids: np.ndarray,
+           mesh: Mesh, batch_size: int, data_axes: Sequence[str] = ("data",)) -> np.ndarray:
+  """Embeds token ids batch by batch, each batch split over the mesh's data axes.
+
+  Args:
+    embed: jit-able `(params, [b, L] int32) -> [b, E]`, e.g. a dual encoder's
+      `encode_passages` through `model.apply`.
+    params: its parameters (as sharded for training).
+    token_ids: [N, L] int32, the same in every process.
+    mesh: the device mesh.
+    batch_size: rows a batch (rounded up to a multiple of the data devices); the last batch
+      is padded with empty rows, whose embeddings are dropped.
+
+  Returns:
+    [N, E] float32 embeddings, in every process.
+  """
+  devices = math.prod(mesh.shape[a] for a in data_axes)
+  batch_size = math.ceil(batch_size / devices) * devices
+  sharding = NamedSharding(mesh, PartitionSpec(tuple(data_axes)))
+  jitted = jax.jit(embed)
+  out = []
+  for start in range(0, len(token_ids), batch_size):
+    rows = token_ids[start:start + batch_size]
+    batch = np.pad(rows, ((0, batch_size - len(rows)), (0, 0)))
+    batch = jax.make_array_from_callback(batch.shape, sharding, lambda index: batch[index])
+    embedded = multihost_utils.process_allgather(jitted(params, batch), tiled=True)
+    out.append(np.asarray(embedded, np.float32)[:len(rows)])
+  return np.concatenate(out)
+
+
+def evaluate(encode_queries: Callable[[Any, Array], Array],
+             encode_passages: Callable[[Any, Array], Array], params: Any,
+             eval_set: data_files.RetrievalSet, vocabulary, lengths: dict[str, int],
+             mesh: Mesh, *, k: int = 1000, batch_size: int = 256
+             ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+  """Corpus-level retrieval of an evaluation set: (metrics, run).
+
+  Every query of the qrels retrieves its top `k` documents of the whole corpus (the full
+  ranking when the corpus has at most `k` documents: then MRR is over the whole pool, as
+  the paper's). A retrieved document whose id is the query's is dropped, as BEIR does.
+
+  Returns:
+    metrics: `metrics.compute_metrics` of the run (P@1, MRR, MRR@10, Recall@k, nDCG@k).
+    run: {query id: {document id: score}}.
+  """
+  query_ids = list(eval_set.qrels)
+  doc_ids = list(eval_set.corpus)
+  queries = encode(encode_queries, params, tokenize(
+      [eval_set.queries[q] for q in query_ids], vocabulary, lengths["queries"]), mesh,
+                   batch_size)
+  corpus = encode(encode_passages, params, tokenize(
+      [eval_set.corpus[d] for d in doc_ids], vocabulary, lengths["passages"]), mesh,
+                  batch_size)
+  scores, indices = sharded_top_k(mesh, queries, corpus, k=min(k, len(doc_ids)))
+  scores, indices = np.asarray(scores), np.asarray(indices)
+  run = {qid: {doc_ids[j]: float(s) for s, j in zip(scores[row], indices[row])
+               if j >= 0 and doc_ids[j] != qid}
+         for row, qid in enumerate(query_ids)}
+  return metrics_lib.compute_metrics(eval_set.qrels, run), run

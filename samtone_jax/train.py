@@ -38,7 +38,8 @@ import tensorflow as tf
 
 import samtone_jax
 from samtone_jax import dual_encoder, inputs, losses, optimizers, partitioning, pretrained
-from samtone_jax import trainer
+from samtone_jax import retrieval, trainer
+from samtone_jax.tasks import eval_sets as eval_sets_lib
 
 _LOG = logging.getLogger("samtone_jax.train")
 
@@ -60,6 +61,7 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
           learning_rate: float = 1e-3, warmup_steps: int = 0, num_partitions: int = 1,
           checkpoint_period: int = 1000, keep_checkpoints: int = 3, eval_period: int = 1000,
           eval_split: Optional[str] = "validation", eval_batches: int = 20,
+          eval_sets: Sequence[str] = (), eval_k: int = 1000,
           initial_checkpoint_path: Optional[str] = None, seed: int = 0,
           log_period: int = 50, steps_per_run: Optional[int] = None) -> dict[str, float]:
   """Trains a dual encoder; returns the final evaluation metrics (also in metrics.json).
@@ -79,6 +81,9 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
     checkpoint_period, keep_checkpoints: save every N steps (and at the end), keep the last.
     eval_period, eval_split, eval_batches: in-batch metrics on `eval_batches` batches of
       `eval_split` every N steps and at the end (None: no evaluation).
+    eval_sets, eval_k: corpus-level retrieval (P@1, MRR, MRR@10, Recall@k, nDCG@k) on these
+      evaluation sets (tasks/eval_sets.py; EVAL_SETS), each query against its whole corpus
+      (top eval_k), at the same times.
     initial_checkpoint_path: Hugging Face T5 or sentence-transformers folder to start from
       when MODEL_DIR has no checkpoint (INITIAL_CHECKPOINT_PATH).
     seed: initialisation, dropout and data order.
@@ -95,6 +100,7 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
     _check(period, locals()[period] > 0, locals()[period], "must be > 0.")
   loss_options = dict(temperature=temperature, same_tower=same_tower,
                       bidirectional=bidirectional, pair_alpha=pair_alpha)
+  retrieval_sets = {name: eval_sets_lib.get(name) for name in eval_sets}  # read them now
   model_dir = pathlib.Path(model_dir)
   model_dir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
@@ -176,10 +182,23 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
         if old.name.isdigit() and old.name not in kept:
           shutil.rmtree(old, ignore_errors=True)
 
-  # --- Evaluation: in-batch metrics on held-out batches ---------------------------------------
+  # --- Evaluation: in-batch metrics on held-out batches, corpus-level retrieval ---------------
   eval_step = jax.jit(lambda params, batch: _eval_metrics(model, loss_fn, params, batch))
+  vocabulary = seqio.get_mixture_or_task(mixture_or_task_name).output_features[
+      "queries"].vocabulary
+  encode = lambda method: lambda params, ids: model.apply({"params": params}, ids,
+                                                          method=method)
 
   def evaluate(params) -> dict[str, float]:
+    results = {}
+    for name, eval_set in retrieval_sets.items():
+      found, _ = retrieval.evaluate(encode(model.encode_queries), encode(model.encode_passages),
+                                    params, eval_set, vocabulary, task_feature_lengths, mesh,
+                                    k=eval_k)
+      results.update({f"retrieval/{name}/{k}": v for k, v in found.items()})
+    return dict(results, **_in_batch_evaluation(params))
+
+  def _in_batch_evaluation(params) -> dict[str, float]:
     if not eval_split:
       return {}
     ds = inputs.get_dataset(mixture_or_task_name, eval_split, task_feature_lengths,

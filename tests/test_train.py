@@ -54,7 +54,11 @@ def test_resumed_run_equals_uninterrupted_run(tfds_dir, tmp_path):
   whole = _run(tmp_path / "whole")
   assert whole["step"] == 12
   assert "TRAIN_STEPS = 12" in (tmp_path / "whole" / "config.gin").read_text()
-  assert json.loads((tmp_path / "whole" / "metrics.json").read_text())["step"] == 12
+  written = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+  assert written["step"] == 12
+  assert 0 <= written["retrieval/stdlib_code_search_test/MRR"] <= 1  # the whole held-out pool
+  assert written["retrieval/stdlib_code_search_test/P@1"] == whole[
+      "retrieval/stdlib_code_search_test/P@1"]
   assert list((tmp_path / "whole" / "summaries").glob("events.out.tfevents*"))
 
   _run(tmp_path / "parts", "train_lib.train.steps_per_run = 8")  # as if stopped at 8
@@ -78,6 +82,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tfds_dir, tmp_path)
     ("TRAIN_STEPS = 0", "TRAIN_STEPS=0"),
     ("MIXTURE_OR_TASK_NAME = 'no_such_task'", "no_such_task"),
     ("EVAL_SPLIT = 'dev'", "not a split of stdlib_code_search"),
+    ("EVAL_SETS = ['stdlib_code_search_tset']", "no evaluation set 'stdlib_code_search_tset'"),
 ])
 def test_bad_configuration_fails_at_start_up(tfds_dir, tmp_path, binding, message):
   with pytest.raises(Exception, match=message):
