@@ -133,18 +133,17 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
          f"is not a split of {mixture_or_task_name} ({sorted(splits)}); None: no evaluation.")
 
   # --- State: restore, or initialise (and load pretrained weights) ---------------------------
-  example = trainer.example_batch(batch_size, task_feature_lengths, num_negatives)
-  state, shardings = trainer.create_train_state(model, optimizer, jax.random.key(seed),
-                                                example, mesh, rules)
   checkpoints = ocp.CheckpointManager(
       (model_dir / "checkpoints").absolute(),
       options=ocp.CheckpointManagerOptions(max_to_keep=keep_checkpoints, create=True))
   positions = model_dir / "input_positions"
-  if checkpoints.latest_step() is not None:
-    restored = checkpoints.latest_step()
-    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                            state, shardings)
-    state = checkpoints.restore(restored, args=ocp.args.StandardRestore(abstract))
+  restored = checkpoints.latest_step()
+  state, shardings = trainer.create_train_state(
+      model, optimizer, jax.random.key(seed),
+      trainer.example_batch(batch_size, task_feature_lengths, num_negatives), mesh, rules,
+      abstract=restored is not None)  # a restore fills the abstract state: one copy only
+  if restored is not None:
+    state = checkpoints.restore(restored, args=ocp.args.StandardRestore(state))
     batches.restore(positions / str(restored))
     _LOG.info("Resumed from step %d of %s.", restored, model_dir)
   elif initial_checkpoint_path:

@@ -46,8 +46,8 @@ def _model_inputs(batch: Batch) -> tuple:
 
 
 def create_train_state(model: dual_encoder.DualEncoder, optimizer: optax.GradientTransformation,
-                       rng: jax.Array, batch: Batch, mesh: Mesh,
-                       rules: partitioning.LogicalRules) -> tuple[TrainState, TrainState]:
+                       rng: jax.Array, batch: Batch, mesh: Mesh, rules: partitioning.LogicalRules,
+                       abstract: bool = False) -> tuple[TrainState, TrainState]:
   """A freshly initialised, sharded TrainState, and the tree of its shardings.
 
   Args:
@@ -57,19 +57,24 @@ def create_train_state(model: dual_encoder.DualEncoder, optimizer: optax.Gradien
     batch: a batch (only shapes matter; `example_batch`).
     mesh: the device mesh.
     rules: logical axis rules.
+    abstract: return jax.ShapeDtypeStructs (with their shardings) instead of arrays, e.g. as
+      the target of a checkpoint restore: nothing is allocated.
 
   Returns:
     (state, shardings): shardings has TrainState's structure with NamedSharding leaves.
   """
   def init(rng):
-    boxed = model.init(rng, *_model_inputs(batch))["params"]
-    params = nn.unbox(boxed)
+    params = nn.unbox(model.init(rng, *_model_inputs(batch))["params"])
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=optimizer.init(params))
 
   abstract_boxed = jax.eval_shape(lambda rng: model.init(rng, *_model_inputs(batch))["params"],
                                   rng)
   shardings = state_shardings(optimizer, abstract_boxed, mesh, rules)
+  if abstract:
+    shapes = jax.eval_shape(init, rng)
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                        shapes, shardings), shardings
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     state = jax.jit(init, out_shardings=shardings)(rng)
   return state, shardings

@@ -61,3 +61,16 @@ def test_sharded_training_equals_one_device():
 def test_loss_decreases_on_the_tiny_model():
   _, history = _train(partitioning.create_mesh(devices=jax.devices()[:1]), _batches(40))
   assert np.mean(history[-5:]) < 0.7 * np.mean(history[:5]), history
+
+
+def test_abstract_state_has_the_shapes_and_shardings_and_no_arrays():
+  mesh = partitioning.create_mesh(num_partitions=2)
+  model = dual_encoder.DualEncoder(TINY, "sde", embedding_dim=8)
+  optimizer = optimizers.adafactor(1e-3)
+  rules = partitioning.standard_logical_axis_rules()
+  args = (model, optimizer, jax.random.key(0), trainer.example_batch(16, LENGTHS), mesh, rules)
+  real, _ = trainer.create_train_state(*args)
+  abstract, _ = trainer.create_train_state(*args, abstract=True)
+  for a, r in zip(jax.tree.leaves(abstract), jax.tree.leaves(real)):
+    assert isinstance(a, jax.ShapeDtypeStruct)
+    assert (a.shape, a.dtype, a.sharding) == (r.shape, r.dtype, r.sharding)
