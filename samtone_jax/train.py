@@ -316,19 +316,29 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str],
   gin.parse_config_files_and_bindings(gin_files, bindings, finalize_config=False)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def setup_logging() -> None:
+  """samtone_jax's progress lines on stdout (JAX and TensorFlow keep their own logs)."""
   handler = logging.StreamHandler(sys.stdout)
   handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
   ours = logging.getLogger("samtone_jax")
   ours.setLevel(logging.INFO)
   ours.addHandler(handler)
   ours.propagate = False
-  args = parse_flags(sys.argv[1:] if argv is None else argv)
+
+
+def initialize_processes(args: argparse.Namespace) -> None:
+  """jax.distributed.initialize for a run on several processes (flags, SLURM or Open MPI)."""
   if args.coordinator_address:
     jax.distributed.initialize(args.coordinator_address, args.process_count,
                                args.process_index)
   elif "SLURM_JOB_ID" in os.environ or "OMPI_COMM_WORLD_SIZE" in os.environ:
     jax.distributed.initialize()  # JAX reads the cluster's own variables
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+  setup_logging()
+  args = parse_flags(sys.argv[1:] if argv is None else argv)
+  initialize_processes(args)
   import samtone_jax.tasks  # pylint: disable=g-import-not-at-top,unused-import
   parse_gin(args.gin_file, args.gin_bindings,
             [p for p in args.gin_search_paths.split(",") if p])

@@ -136,3 +136,25 @@ def test_initial_checkpoint_path_starts_the_towers(tfds_dir, tmp_path):
   with pytest.raises(pretrained.CheckpointError, match="num_layers: checkpoint 1, model 2"):
     _run(tmp_path / "other", f"INITIAL_CHECKPOINT_PATH = '{tmp_path / 't5'}'",
          "t5.T5Config.num_layers = 2")
+
+
+def test_evaluate_command_reproduces_the_training_evaluation(tfds_dir, tmp_path):
+  """`python -m samtone_jax.evaluate` on a run's config.gin and MODEL_DIR gives the metrics
+  that the run reported, and writes metrics.json and a TREC run file."""
+  final = _run(tmp_path / "run", "TRAIN_STEPS = 4")
+  done = subprocess.run(
+      [sys.executable, "-m", "samtone_jax.evaluate",
+       f"--gin_file={tmp_path / 'run' / 'config.gin'}", "--gin_file=runs/eval.gin",
+       f"--gin.CHECKPOINT_PATH='{tmp_path / 'run'}'",
+       "--gin.EVAL_TASKS=['stdlib_code_search_test']"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8"), check=False)
+  assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+  written = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
+  got = written["stdlib_code_search_test"]
+  for name in ("P@1", "MRR", "nDCG@10", "Recall@100"):
+    assert got[name] == pytest.approx(final[f"retrieval/stdlib_code_search_test/{name}"],
+                                      abs=1e-6)
+  lines = (tmp_path / "run" / "eval" / "stdlib_code_search_test.trec").read_text().splitlines()
+  qid, q0, doc, rank, score, tag = lines[0].split()
+  assert (q0, rank, tag) == ("Q0", "1", "samtone_jax") and float(score)
