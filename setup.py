@@ -36,8 +36,13 @@ setuptools.setup(
         "tensorboard",  # event files (tf.summary)
         "orbax-checkpoint>=0.11",
         "optax>=0.2",
+        "tqdm",
+        "matplotlib",  # the analysis figures
+        "scikit-learn",  # t-SNE of the analysis figures
     ],
     extras_require={
+        # benchmarks/retrieval.py compares with faiss's exact search.
+        "bench": ["faiss-cpu"],
         "test": [
             "pytest>=8",
             "hypothesis>=6.100",
