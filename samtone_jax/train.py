@@ -61,7 +61,7 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
           learning_rate: float = 1e-3, warmup_steps: int = 0, num_partitions: int = 1,
           checkpoint_period: int = 1000, keep_checkpoints: int = 3, eval_period: int = 1000,
           eval_split: Optional[str] = "validation", eval_batches: int = 20,
-          eval_sets: Sequence[str] = (), eval_k: int = 1000,
+          eval_tasks: Sequence[str] = (), eval_k: int = 1000,
           initial_checkpoint_path: Optional[str] = None, seed: int = 0,
           log_period: int = 50, steps_per_run: Optional[int] = None) -> dict[str, float]:
   """Trains a dual encoder; returns the final evaluation metrics (also in metrics.json).
@@ -81,8 +81,8 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
     checkpoint_period, keep_checkpoints: save every N steps (and at the end), keep the last.
     eval_period, eval_split, eval_batches: in-batch metrics on `eval_batches` batches of
       `eval_split` every N steps and at the end (None: no evaluation).
-    eval_sets, eval_k: corpus-level retrieval (P@1, MRR, MRR@10, Recall@k, nDCG@k) on these
-      evaluation sets (tasks/eval_sets.py; EVAL_SETS), each query against its whole corpus
+    eval_tasks, eval_k: corpus-level retrieval (P@1, MRR, MRR@10, Recall@k, nDCG@k) on these
+      evaluation sets (tasks/eval_sets.py; EVAL_TASKS), each query against its whole corpus
       (top eval_k), at the same times.
     initial_checkpoint_path: Hugging Face T5 or sentence-transformers folder to start from
       when MODEL_DIR has no checkpoint (INITIAL_CHECKPOINT_PATH).
@@ -100,7 +100,7 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
     _check(period, locals()[period] > 0, locals()[period], "must be > 0.")
   loss_options = dict(temperature=temperature, same_tower=same_tower,
                       bidirectional=bidirectional, pair_alpha=pair_alpha)
-  retrieval_sets = {name: eval_sets_lib.get(name) for name in eval_sets}  # read them now
+  retrieval_sets = {name: eval_sets_lib.get(name) for name in eval_tasks}  # read them now
   model_dir = pathlib.Path(model_dir)
   model_dir.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:

@@ -82,7 +82,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tfds_dir, tmp_path)
     ("TRAIN_STEPS = 0", "TRAIN_STEPS=0"),
     ("MIXTURE_OR_TASK_NAME = 'no_such_task'", "no_such_task"),
     ("EVAL_SPLIT = 'dev'", "not a split of stdlib_code_search"),
-    ("EVAL_SETS = ['stdlib_code_search_tset']", "no evaluation set 'stdlib_code_search_tset'"),
+    ("EVAL_TASKS = ['stdlib_code_search_tset']", "no evaluation set 'stdlib_code_search_tset'"),
 ])
 def test_bad_configuration_fails_at_start_up(tfds_dir, tmp_path, binding, message):
   with pytest.raises(Exception, match=message):
