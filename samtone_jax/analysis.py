@@ -21,7 +21,6 @@ import pathlib
 from typing import Optional, Sequence
 
 import gin
-import jax
 import matplotlib
 import numpy as np
 

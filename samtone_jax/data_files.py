@@ -14,7 +14,6 @@ kind of message everywhere: `DataError: <file>:<line>: <what is wrong>`.
 
 import dataclasses
 import gzip
-import io
 import json
 import logging
 import pathlib

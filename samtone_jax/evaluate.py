@@ -109,7 +109,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   train.setup_logging()
   args = train.parse_flags(sys.argv[1:] if argv is None else argv)
   train.initialize_processes(args)
-  import samtone_jax.tasks  # pylint: disable=g-import-not-at-top,unused-import
   train.parse_gin(args.gin_file, args.gin_bindings,
                   [p for p in args.gin_search_paths.split(",") if p])
   gin.get_configurable(evaluate)()

@@ -24,7 +24,6 @@ def main(argv=None):
     os.environ[pairs.DATA_DIR_VARIABLE] = args.data_dir
   if args.tfds_data_dir:
     seqio.set_tfds_data_dir_override(args.tfds_data_dir)
-  import samtone_jax.tasks  # pylint: disable=g-import-not-at-top,unused-import
   for name in args.tasks:
     inputs.prepare(name)
     print(f"{name}: prepared")

@@ -339,7 +339,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   setup_logging()
   args = parse_flags(sys.argv[1:] if argv is None else argv)
   initialize_processes(args)
-  import samtone_jax.tasks  # pylint: disable=g-import-not-at-top,unused-import
   parse_gin(args.gin_file, args.gin_bindings,
             [p for p in args.gin_search_paths.split(",") if p])
   gin.get_configurable(train)()

@@ -4,7 +4,6 @@ import functools
 import itertools
 
 import hypothesis
-import hypothesis.extra.numpy as hnp
 import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp

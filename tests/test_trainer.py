@@ -1,6 +1,5 @@
 """The train step: sharded equals single-device, and the loss goes down."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
