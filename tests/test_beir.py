@@ -8,6 +8,7 @@ import pytest
 
 from samtone_jax.data_files import DataError
 from samtone_jax.tasks import beir
+from tests import data_errors
 
 
 def _jsonl(*records):
@@ -110,14 +111,6 @@ def test_training_pairs_score_above_zero_in_order(folder, caplog):
   assert "dropped 1 training examples" in caplog.text
 
 
-def _error(fn, *args, **kwargs):
-  with pytest.raises(DataError) as info:
-    result = fn(*args, **kwargs)
-    if not isinstance(result, dict):  # an iterator: errors come while reading.
-      list(result)
-  return info.value
-
-
 @pytest.mark.parametrize("content, line, message", [
     ('{"_id": "1", "text": "a"}\n{"_id": "2", "text": "b"\n', 2, "not valid JSON"),
     ('{"_id": "1", "text": "a"}\n\n{"_id": "2", "title": "t"}\n', 3, "missing field 'text'"),
@@ -130,14 +123,14 @@ def _error(fn, *args, **kwargs):
 ])
 def test_bad_corpus(tmp_path, content, line, message):
   path = _write(tmp_path / "corpus.jsonl", content)
-  error = _error(beir.read_corpus, path)
+  error = data_errors.raised(beir.read_corpus, path)
   assert (error.path, error.line) == (str(path), line)
   assert message in str(error) and str(error).startswith(f"{path}:{line}: ")
 
 
 def test_bad_queries(tmp_path):
   path = _write(tmp_path / "queries.jsonl", '{"_id": "1", "text": "a"}\n{"_id": "2"}\n')
-  error = _error(beir.read_queries, path)
+  error = data_errors.raised(beir.read_queries, path)
   assert (error.path, error.line) == (str(path), 2) and "missing field 'text'" in str(error)
 
 
@@ -149,7 +142,7 @@ def test_bad_queries(tmp_path):
 ])
 def test_bad_qrels(tmp_path, content, line, message):
   path = _write(tmp_path / "test.tsv", content)
-  error = _error(beir.read_qrels, path)
+  error = data_errors.raised(beir.read_qrels, path)
   assert (error.path, error.line) == (str(path), line)
   assert message in str(error)
 
@@ -160,7 +153,7 @@ def test_bad_qrels(tmp_path, content, line, message):
 ])
 def test_training_unknown_id(folder, row, message):
   path = _write(folder / "qrels/train.tsv", _qrels(("7", "12", 1), row))
-  error = _error(beir.iter_training_examples, folder)
+  error = data_errors.raised(beir.iter_training_examples, folder)
   assert (error.path, error.line) == (str(path), 3) and message in str(error)
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from samtone_jax.data_files import DataError
 from samtone_jax.tasks import msmarco
+from tests import data_errors
 
 # "café" encoded as UTF-8, read as Latin-1 and encoded again: the published collection's bytes.
 MOJIBAKE = "café".encode("utf-8").decode("latin-1").encode("utf-8")
@@ -148,14 +149,6 @@ def test_eval_set_bad_split(data_dir):
     msmarco.eval_set(data_dir, split="eval")
 
 
-def _error(fn, *args, **kwargs):
-  with pytest.raises(DataError) as info:
-    result = fn(*args, **kwargs)
-    if not isinstance(result, dict):  # an iterator: errors come while reading.
-      list(result)
-  return info.value
-
-
 @pytest.mark.parametrize("name, content, line, message", [
     ("collection.tsv", "7\tok\n8\ttab\tinside\n", 2, "expected 2 tab-separated fields, got 3"),
     ("collection.tsv", "7\tok\n8 spaces, no tab\n", 2, "expected 2 tab-separated fields, got 1"),
@@ -167,7 +160,7 @@ def _error(fn, *args, **kwargs):
 def test_bad_collection_or_queries(tmp_path, name, content, line, message):
   path = _write(tmp_path / name, content)
   read = msmarco.read_collection if name == "collection.tsv" else msmarco.read_queries
-  error = _error(read, path)
+  error = data_errors.raised(read, path)
   assert (error.path, error.line) == (str(path), line)
   assert message in str(error) and str(error).startswith(f"{path}:{line}: ")
 
@@ -180,7 +173,7 @@ def test_bad_collection_or_queries(tmp_path, name, content, line, message):
 ])
 def test_bad_qrels(tmp_path, content, line, message):
   path = _write(tmp_path / "qrels.dev.tsv", content)
-  error = _error(msmarco.read_qrels, path)
+  error = data_errors.raised(msmarco.read_qrels, path)
   assert (error.path, error.line) == (str(path), line)
   assert message in str(error)
 
@@ -197,7 +190,7 @@ def test_bad_qrels(tmp_path, content, line, message):
 ])
 def test_bad_training_files(data_dir, name, content, negatives, line, message):
   path = _write(data_dir / name, content)
-  error = _error(msmarco.iter_training_examples, data_dir, negatives=negatives)
+  error = data_errors.raised(msmarco.iter_training_examples, data_dir, negatives=negatives)
   assert (error.path, error.line) == (str(path), line)
   assert message in str(error)
 
