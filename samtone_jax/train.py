@@ -182,7 +182,7 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
           shutil.rmtree(old, ignore_errors=True)
 
   # --- Evaluation: in-batch metrics on held-out batches, corpus-level retrieval ---------------
-  eval_step = jax.jit(lambda params, batch: _eval_metrics(model, loss_fn, params, batch))
+  eval_step = jax.jit(lambda params, batch: trainer.batch_loss(model, loss_fn, params, batch)[1])
   vocabulary = seqio.get_mixture_or_task(mixture_or_task_name).output_features[
       "queries"].vocabulary
   encode = lambda method: lambda params, ids: model.apply({"params": params}, ids,
@@ -268,13 +268,6 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
     (model_dir / "metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True))
   _LOG.info("Done: %s", json.dumps(final, sort_keys=True))
   return final
-
-
-def _eval_metrics(model, loss_fn, params, batch):
-  out = model.apply({"params": params}, batch["queries"], batch["passages"],
-                    batch.get("negative_passages"))
-  return loss_fn(out["query"], out["passage"], negative_emb=out.get("negative"),
-                 query_ids=batch.get("query_ids"), passage_ids=batch.get("passage_ids"))[1]
 
 
 def _write_summaries(writer, step: int, values: dict[str, float]) -> None:

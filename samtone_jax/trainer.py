@@ -9,7 +9,8 @@ the whole batch whatever the mesh.
 """
 
 import dataclasses
-from typing import Any, Callable
+import functools
+from typing import Any, Callable, Optional
 
 import flax
 import flax.linen as nn
@@ -98,6 +99,16 @@ def state_shardings(optimizer: optax.GradientTransformation, abstract_boxed_para
   return TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
 
 
+def batch_loss(model: dual_encoder.DualEncoder, loss_fn: Callable, params: Any, batch: Batch,
+               rng: Optional[jax.Array] = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Embeds a batch and takes the loss: (loss, metrics). With `rng`, dropout is on (training);
+  without, the model is deterministic (evaluation)."""
+  out = model.apply({"params": params}, *_model_inputs(batch), deterministic=rng is None,
+                    rngs=None if rng is None else {"dropout": rng})
+  return loss_fn(out["query"], out["passage"], negative_emb=out.get("negative"),
+                 query_ids=batch.get("query_ids"), passage_ids=batch.get("passage_ids"))
+
+
 def make_train_step(model: dual_encoder.DualEncoder, optimizer: optax.GradientTransformation,
                     loss_fn: Callable[..., tuple[jax.Array, dict[str, jax.Array]]],
                     learning_rate: optax.Schedule, dropout_seed: int = 0
@@ -117,15 +128,10 @@ def make_train_step(model: dual_encoder.DualEncoder, optimizer: optax.GradientTr
     `step(state, batch) -> (state, metrics)`: metrics are float32 scalars: the loss's
     metrics, `learning_rate` and `grad_norm`.
   """
-  def loss(params, batch, rng):
-    out = model.apply({"params": params}, *_model_inputs(batch), deterministic=False,
-                      rngs={"dropout": rng})
-    return loss_fn(out["query"], out["passage"], negative_emb=out.get("negative"),
-                   query_ids=batch.get("query_ids"), passage_ids=batch.get("passage_ids"))
-
   def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
     rng = jax.random.fold_in(jax.random.key(dropout_seed), state.step)
-    (_, metrics), grads = jax.value_and_grad(loss, has_aux=True)(state.params, batch, rng)
+    (_, metrics), grads = jax.value_and_grad(
+        functools.partial(batch_loss, model, loss_fn), has_aux=True)(state.params, batch, rng)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics, learning_rate=jnp.asarray(learning_rate(state.step), jnp.float32),
