@@ -21,6 +21,12 @@ train/validation/test), so no split shares a module. Queries repeat ("Return a s
 representation ..."); the duplicates are kept, as in the real data sets.
 
 The set depends on the Python release (`PYTHON_VERSION`); its size is about 6,000 pairs.
+
+A variant with few unique passages, `stdlib_code_search_sentences` (the paper's Section 3.4
+setting, where passages repeat within a batch): each function with at least
+`MIN_SENTENCES` docstring sentences is paired with each of them (up to `MAX_SENTENCES`), so
+the same passage comes with several queries. Its sentences are those of the docstring's
+paragraphs without doctest lines (`>>>`), each passing the same filters as a summary.
 """
 
 import ast
@@ -48,6 +54,8 @@ SKIP_DIRS = frozenset(
 MIN_QUERY_WORDS = 3
 MIN_PASSAGE_LINES = 2
 MAX_PASSAGE_CHARS = 4000
+MIN_SENTENCES = 3
+MAX_SENTENCES = 8
 
 _BLANK_LINE = re.compile(r"\n\s*\n")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s")
@@ -85,6 +93,16 @@ def _summary(docstring: str) -> str:
   """The first sentence of a docstring's first paragraph, whitespace runs to one space."""
   paragraph = _BLANK_LINE.split(docstring.strip(), 1)[0]
   return " ".join(_SENTENCE_END.split(" ".join(paragraph.split()), 1)[0].split())
+
+
+def _sentences(docstring: str) -> list[str]:
+  """The sentences of a docstring's paragraphs, whitespace runs to one space, skipping
+  paragraphs with doctest lines; the first is the summary (`_summary`)."""
+  found = []
+  for paragraph in _BLANK_LINE.split(docstring.strip()):
+    if ">>>" not in paragraph:
+      found.extend(" ".join(s.split()) for s in _SENTENCE_END.split(" ".join(paragraph.split())))
+  return found
 
 
 def _passage(lines: list[str], node: ast.AST) -> Optional[str]:
@@ -146,8 +164,9 @@ def _module_pairs(path: pathlib.Path, module: str) -> Iterator[dict[str, str]]:
       continue
     query, passage = _summary(docstring), _passage(lines, node)
     if passage is not None and _keep(query, passage):
-        yield {"query": query, "passage": passage, "module": module, "function": name,
-             "lineno": node.lineno}
+      sentences = [s for s in _sentences(docstring) if _keep(s, passage)]
+      yield {"query": query, "passage": passage, "module": module, "function": name,
+             "lineno": node.lineno, "sentences": sentences}
 
 
 def split_of(module: str) -> str:
@@ -200,6 +219,20 @@ def build_pairs() -> dict[str, list[dict]]:
                   for pair in pairs] for split, pairs in _all_pairs().items()}
 
 
+def build_sentence_pairs() -> dict[str, list[dict]]:
+  """The low-unique-passage variant: each function with at least MIN_SENTENCES docstring
+  sentences, paired with each of its first MAX_SENTENCES.
+
+  Returns:
+    {"train" | "validation" | "test": [{"query", "passage"}]}, the pairs of one function
+    next to each other (the training pipeline shuffles them).
+  """
+  return {split: [{"query": sentence, "passage": pair["passage"]}
+                  for pair in pairs if len(pair["sentences"]) >= MIN_SENTENCES
+                  for sentence in pair["sentences"][:MAX_SENTENCES]]
+          for split, pairs in _all_pairs().items()}
+
+
 def eval_set(split: str) -> data_files.RetrievalSet:
   """A split as a retrieval evaluation set.
 
@@ -232,23 +265,31 @@ def eval_set(split: str) -> data_files.RetrievalSet:
 # -- TFDS pairs and SeqIO task -------------------------------------------------------------
 
 # One config per Python release, since the set depends on it: data built by another
-# interpreter is never reused by mistake.
+# interpreter is never reused by mistake; "<config>_sentences" is the variant.
 CONFIG = "py" + PYTHON_VERSION.replace(".", "_")
+SENTENCES_CONFIG = CONFIG + "_sentences"
 
 
 class StdlibCodeSearch(pairs.PairsBuilder):
   """The quickstart's code-search pairs from this interpreter's standard library."""
   VERSION = tfds.core.Version("1.0.0")
-  BUILDER_CONFIGS = [pairs.PairsConfig(name=CONFIG,
-                                       description=f"built from Python {PYTHON_VERSION}")]
+  BUILDER_CONFIGS = [
+      pairs.PairsConfig(name=CONFIG, description=f"built from Python {PYTHON_VERSION}"),
+      pairs.PairsConfig(name=SENTENCES_CONFIG,
+                        description=f"docstring sentences, built from Python {PYTHON_VERSION}")]
   SPLITS = SPLITS
 
   def iter_pairs(self, split, manual_dir):
-    for pair in build_pairs()[split]:
+    found = (build_sentence_pairs() if self.builder_config.name == SENTENCES_CONFIG
+             else build_pairs())
+    for pair in found[split]:
       yield {"query": pair["query"], "passage": pair["passage"]}
 
 
 pairs.register_pairs_task("stdlib_code_search", f"stdlib_code_search/{CONFIG}:1.0.0",
+                          vocabularies.quickstart_vocabulary())
+pairs.register_pairs_task("stdlib_code_search_sentences",
+                          f"stdlib_code_search/{SENTENCES_CONFIG}:1.0.0",
                           vocabularies.quickstart_vocabulary())
 for _split in ("validation", "test"):
   eval_sets.register(f"stdlib_code_search_{_split}", lambda split=_split: eval_set(split))

@@ -51,6 +51,12 @@ class MultireqaTest(tfds.testing.DatasetBuilderTestCase):
 
 class StdlibCodeSearchTest(tfds.testing.DatasetBuilderTestCase):
   DATASET_CLASS = quickstart.StdlibCodeSearch
+  BUILDER_CONFIG_NAMES_TO_TEST = [quickstart.CONFIG]
   EXAMPLE_DIR = tempfile.mkdtemp(prefix="dummy_stdlib_")  # reads the standard library
   SPLITS = {split: len(pairs) for split, pairs in quickstart.build_pairs().items()}
   MOCK_OUT_FORBIDDEN_OS_FUNCTIONS = False
+
+
+class StdlibCodeSearchSentencesTest(StdlibCodeSearchTest):
+  BUILDER_CONFIG_NAMES_TO_TEST = [quickstart.SENTENCES_CONFIG]
+  SPLITS = {split: len(pairs) for split, pairs in quickstart.build_sentence_pairs().items()}

@@ -168,3 +168,31 @@ def test_no_pair_is_in_two_splits():
     for pair in pairs:
       key = (pair["query"], pair["passage"])
       assert seen.setdefault(key, split) == split, (key[0], seen[key], split)
+
+
+def test_the_sentences_variant_repeats_each_passage(pairs):
+  """Section 3.4's set: each passage comes with several of its docstring's sentences, the
+  first of them the quickstart's own summary, and few passages are unique."""
+  variant = quickstart.build_sentence_pairs()
+  summaries = {(p["passage"], p["query"]) for split in pairs.values() for p in split}
+  for split, found in variant.items():
+    by_passage = collections.defaultdict(list)
+    for pair in found:
+      by_passage[pair["passage"]].append(pair["query"])
+      assert len(pair["query"].split()) >= quickstart.MIN_QUERY_WORDS
+      assert pair["query"] not in " ".join(pair["passage"].split())
+      assert ">>>" not in pair["query"]
+    assert min(len(queries) for queries in by_passage.values()) >= quickstart.MIN_SENTENCES
+    assert all((passage, queries[0]) in summaries for passage, queries in by_passage.items())
+    assert len(by_passage) / len(found) < 0.35, split
+
+
+def test_sentences_split_docstrings_by_paragraph_and_skip_doctests():
+  docstring = """Return the sum.  It adds   two numbers.
+
+  >>> add(1, 2)
+  3
+
+  Raises TypeError for strings! Or not?"""
+  assert quickstart._sentences(docstring) == [  # pylint: disable=protected-access
+      "Return the sum.", "It adds two numbers.", "Raises TypeError for strings!", "Or not?"]
