@@ -1,0 +1,266 @@
+r"""The paper's comparisons, small: rerun on the embedded code-search set on any CPU.
+
+  python benchmarks/replicate.py --out=/tmp/samtone_replication [--seeds=3] [--workers=2]
+
+Trains from scratch, with experiments/replication.gin (a T5 v1.1-shaped model of 2 layers,
+d_model 64; 400 steps of batch 64; passages of 64 tokens):
+- the table: SDE, ADE and ADE-SPL x {in-batch softmax, SamToNe (query side), SamToNe (both
+  towers), PAIR}, `--seeds` seeds each, on `stdlib_code_search`; P@1, MRR and Recall@10 of
+  the held-out test queries against the whole pool of test functions, as mean and standard
+  deviation over the seeds;
+- Section 3.4: ADE-SPL x {in-batch softmax, document-side SamToNe} x {duplicate masking off,
+  on} on `stdlib_code_search_sentences`, where each function comes with several docstring
+  sentences (few unique passages), scored on the same test set;
+- the analysis figures (samtone_jax.analysis) of ADE-SPL, in-batch softmax against SamToNe,
+  seed 0.
+
+Each run is a training MODEL_DIR under --out. A run with a metrics.json is done and is
+skipped; an interrupted one resumes from its checkpoint: after a crash, rerun the command.
+`--workers` runs go in parallel, each on one CPU thread (on 2 cores, two one-thread runs
+do more than one run on both). Writes OUT/replication.json and OUT/replication.md.
+"""
+
+import argparse
+import concurrent.futures
+import dataclasses
+import json
+import logging
+import multiprocessing
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Optional
+
+ARCHITECTURES = ("sde", "ade", "ade_spl")
+LOSSES = {"in_batch_softmax": "in-batch softmax", "samtone": "SamToNe (query)",
+          "samtone_both": "SamToNe (both)", "pair": "PAIR"}
+SECTION_3_4_LOSSES = {"in_batch_softmax": "in-batch softmax",
+                      "samtone_document": "SamToNe (document)"}
+EVAL_SET = "stdlib_code_search_test"
+METRICS = ("P@1", "MRR", "Recall@10")
+ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One training run: gin files after experiments/replication.gin, and bindings."""
+  name: str
+  architecture: str
+  loss: str
+  seed: int
+  task: str = "stdlib_code_search"
+  mask_duplicates: bool = False
+
+  def gin_args(self, model_dir: pathlib.Path,
+               extra: tuple[str, ...] = ()) -> tuple[list[str], list[str]]:
+    files = ["experiments/replication.gin", f"architectures/{self.architecture}.gin",
+             f"losses/{self.loss}.gin"]
+    bindings = [f"SEED = {self.seed}", f"MODEL_DIR = '{model_dir}'",
+                f"MIXTURE_OR_TASK_NAME = '{self.task}'",
+                f"MASK_DUPLICATES = {self.mask_duplicates}", *extra]
+    return files, bindings
+
+
+def grid(seeds: int) -> list[Run]:
+  """The table's runs and Section 3.4's, seed by seed (a partial study has whole seeds)."""
+  runs = []
+  for s in range(seeds):
+    runs += [Run(f"{a}_{l}_seed{s}", a, l, s) for a in ARCHITECTURES for l in LOSSES]
+    runs += [Run(f"s34_{l}_{'masked' if m else 'unmasked'}_seed{s}", "ade_spl", l, s,
+                 task="stdlib_code_search_sentences", mask_duplicates=m)
+             for l in SECTION_3_4_LOSSES for m in (False, True)]
+  return runs
+
+
+def train_run(run: Run, out: pathlib.Path, extra: tuple[str, ...] = ()) -> dict:
+  """Trains `run` in this process (a worker), unless done; returns its metrics and seconds."""
+  import gin  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from samtone_jax import train  # pylint: disable=g-import-not-at-top
+
+  model_dir = out / run.name
+  done, timing = model_dir / "metrics.json", model_dir / "replication_seconds.json"
+  if not done.exists():
+    model_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(model_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    logging.getLogger("samtone_jax").addHandler(handler)
+    logging.getLogger("samtone_jax").setLevel(logging.INFO)
+    start = time.perf_counter()
+    try:
+      gin.clear_config()
+      train.parse_gin(*run.gin_args(model_dir.absolute(), extra))
+      gin.get_configurable(train.train)()
+    finally:
+      logging.getLogger("samtone_jax").removeHandler(handler)
+      handler.close()
+      jax.clear_caches()
+    timing.write_text(json.dumps({"seconds": time.perf_counter() - start}))
+  metrics = json.loads(done.read_text())
+  seconds = json.loads(timing.read_text())["seconds"] if timing.exists() else None
+  return {"metrics": metrics, "seconds": seconds}
+
+
+def _worker_init() -> None:
+  logging.basicConfig(level=logging.WARNING)  # our lines go to each run's train.log
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+  return {"mean": statistics.fmean(values),
+          "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
+
+
+def summarise(runs: list[Run], results: dict[str, dict]) -> dict[str, dict]:
+  """Per cell (all fields of a Run but the seed), mean and std over seeds of METRICS."""
+  cells = {}
+  for run in runs:
+    if run.name in results:
+      key = run.name.rsplit("_seed", 1)[0]
+      cells.setdefault(key, []).append(results[run.name]["metrics"])
+  return {key: {m: mean_std([r[f"retrieval/{EVAL_SET}/{m}"] for r in found]) for m in METRICS}
+          for key, found in cells.items()}
+
+
+def duplicate_statistics(batch_size: int) -> dict[str, float]:
+  """The sentences variant's unique-passage rate and expected pairs of rows of a random batch
+  that share a passage: C(B, 2) sum_u n_u (n_u - 1) / (N (N - 1)), n_u the pairs of passage
+  u and N all pairs."""
+  from samtone_jax.tasks import quickstart  # pylint: disable=g-import-not-at-top
+  found = {}
+  for name, pairs in (("stdlib_code_search", quickstart.build_pairs()["train"]),
+                      ("stdlib_code_search_sentences",
+                       quickstart.build_sentence_pairs()["train"])):
+    counts = {}
+    for pair in pairs:
+      counts[pair["passage"]] = counts.get(pair["passage"], 0) + 1
+    total = len(pairs)
+    same = sum(c * (c - 1) for c in counts.values()) / (total * (total - 1))
+    found[name] = {"pairs": total, "unique_passages": len(counts),
+                   "unique_rate": len(counts) / total,
+                   "duplicate_row_pairs_per_batch": batch_size * (batch_size - 1) / 2 * same}
+  return found
+
+
+def _cell(summary: dict, key: str, metric: str) -> str:
+  if key not in summary:
+    return "n/a"
+  s = summary[key][metric]
+  return f"{s['mean']:.3f} ± {s['std']:.3f}"
+
+
+def markdown(summary: dict, seeds: int, duplicates: dict) -> str:
+  """The two tables of the README's Results section."""
+  lines = [f"Test set `{EVAL_SET}`, mean ± standard deviation over {seeds} seeds.", "",
+           "| architecture | loss | " + " | ".join(METRICS) + " |",
+           "|---|---|" + "---|" * len(METRICS)]
+  for a in ARCHITECTURES:
+    for l, label in LOSSES.items():
+      lines.append(f"| {a.upper().replace('_', '-')} | {label} | "
+                   + " | ".join(_cell(summary, f"{a}_{l}", m) for m in METRICS) + " |")
+  variant = duplicates["stdlib_code_search_sentences"]
+  lines += ["", f"Section 3.4, ADE-SPL trained on `stdlib_code_search_sentences`"
+            f" ({variant['pairs']} pairs, {variant['unique_rate']:.0%} unique passages,"
+            f" {variant['duplicate_row_pairs_per_batch']:.1f} pairs of rows sharing a passage"
+            f" per batch in expectation), same test set:", "",
+            "| loss | duplicate masking | " + " | ".join(METRICS) + " |",
+            "|---|---|" + "---|" * len(METRICS)]
+  for l, label in SECTION_3_4_LOSSES.items():
+    for masked in ("unmasked", "masked"):
+      lines.append(f"| {label} | {'on' if masked == 'masked' else 'off'} | "
+                   + " | ".join(_cell(summary, f"s34_{l}_{masked}", m) for m in METRICS)
+                   + " |")
+  return "\n".join(lines) + "\n"
+
+
+def machine() -> str:
+  model = platform.processor() or platform.machine()
+  try:
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        model = line.split(":", 1)[1].strip()
+        break
+  except OSError:
+    pass
+  return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def figures(out: pathlib.Path) -> Optional[pathlib.Path]:
+  """The analysis figures of ADE-SPL, softmax against SamToNe (seed 0), in OUT/figures."""
+  softmax, samtone = out / "ade_spl_in_batch_softmax_seed0", out / "ade_spl_samtone_seed0"
+  if not ((softmax / "metrics.json").exists() and (samtone / "metrics.json").exists()):
+    return None
+  subprocess.run([sys.executable, "-m", "samtone_jax.analysis", f"--checkpoint={softmax}",
+                  f"--checkpoint={samtone}", "--label=in-batch softmax", "--label=SamToNe",
+                  f"--task={EVAL_SET}", f"--out={out / 'figures'}"], check=True)
+  return out / "figures"
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--out", default="/tmp/samtone_replication", help="the runs' folder")
+  parser.add_argument("--seeds", type=int, default=3, help="seeds of each cell")
+  parser.add_argument("--workers", type=int, default=2, help="runs at a time")
+  parser.add_argument("--only", default="", help="train only runs whose name contains this")
+  parser.add_argument("--gin", action="append", default=[],
+                      help="a gin binding for every run, e.g. --gin='TRAIN_STEPS = 10'")
+  args = parser.parse_args()
+  out = pathlib.Path(args.out).absolute()
+  out.mkdir(parents=True, exist_ok=True)
+  runs = [r for r in grid(args.seeds) if args.only in r.name]
+  if args.workers > 1:
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + ONE_THREAD).strip()
+
+  start, results, failed = time.perf_counter(), {}, {}
+  # Built once here, not by two workers at the same time.
+  subprocess.run([sys.executable, "-m", "samtone_jax.prepare_data",
+                  *sorted({run.task for run in runs})], check=True)
+  print(f"{len(runs)} runs in {out}, {args.workers} at a time, on {machine()}", flush=True)
+  with concurrent.futures.ProcessPoolExecutor(
+      args.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+      max_tasks_per_child=8) as pool:
+    futures = {pool.submit(train_run, run, out, tuple(args.gin)): run for run in runs}
+    for future in concurrent.futures.as_completed(futures):
+      run = futures[future]
+      try:
+        results[run.name] = future.result()
+      except Exception as e:  # pylint: disable=broad-except
+        failed[run.name] = f"{type(e).__name__}: {e}"
+        print(f"FAILED {run.name}: {failed[run.name]} (log: {out / run.name / 'train.log'})",
+              flush=True)
+        continue
+      elapsed = time.perf_counter() - start
+      left = len(runs) - len(results) - len(failed)
+      m = results[run.name]["metrics"]
+      print(f"[{len(results) + len(failed)}/{len(runs)}] {run.name}: P@1"
+            f" {m[f'retrieval/{EVAL_SET}/P@1']:.3f} MRR {m[f'retrieval/{EVAL_SET}/MRR']:.3f};"
+            f" {elapsed / 60:.1f} min elapsed, ETA"
+            f" {elapsed / (len(results) + len(failed)) * left / 60:.1f} min", flush=True)
+
+  summary = summarise(runs, results)
+  duplicates = duplicate_statistics(batch_size=64)
+  table = markdown(summary, args.seeds, duplicates)
+  figure_dir = figures(out)
+  wall = time.perf_counter() - start
+  run_seconds = [r["seconds"] for r in results.values() if r["seconds"] is not None]
+  report = {"benchmark": "replicate", "machine": machine(), "workers": args.workers,
+            "seeds": args.seeds, "wall_seconds": wall,
+            "run_seconds": mean_std(run_seconds) if run_seconds else None,
+            "summary": summary, "duplicates": duplicates, "failed": failed,
+            "runs": {name: r["metrics"] for name, r in results.items()},
+            "figures": str(figure_dir) if figure_dir else None}
+  (out / "replication.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+  (out / "replication.md").write_text(table)
+  print(table)
+  print(f"{len(results)} runs done, {len(failed)} failed, in {wall / 60:.1f} min on"
+        f" {machine()}; wrote {out / 'replication.json'}, {out / 'replication.md'}"
+        + (f" and the figures in {figure_dir}" if figure_dir else ""))
+  if failed:
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  main()
