@@ -88,15 +88,17 @@ def train_run(run: Run, out: pathlib.Path, extra: tuple[str, ...] = ()) -> dict:
     model_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(model_dir / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
-    logging.getLogger("samtone_jax").addHandler(handler)
-    logging.getLogger("samtone_jax").setLevel(logging.INFO)
+    ours = logging.getLogger("samtone_jax")
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False  # the console shows one line a run (main), the log all of them
     start = time.perf_counter()
     try:
       gin.clear_config()
       train.parse_gin(*run.gin_args(model_dir.absolute(), extra))
       gin.get_configurable(train.train)()
     finally:
-      logging.getLogger("samtone_jax").removeHandler(handler)
+      ours.removeHandler(handler)
       handler.close()
       jax.clear_caches()
     timing.write_text(json.dumps({"seconds": time.perf_counter() - start}))
