@@ -9,7 +9,6 @@ towers, `{data}_{arch}_samtone_both.gin`), Figure 3's model sizes
 import math
 import re
 
-import flax.linen as nn
 import gin
 import jax
 import pytest
