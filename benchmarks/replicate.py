@@ -92,7 +92,7 @@ def train_run(run: Run, out: pathlib.Path, extra: tuple[str, ...] = ()) -> dict:
     ours.addHandler(handler)
     ours.setLevel(logging.INFO)
     ours.propagate = False  # the console shows one line a run (main), the log all of them
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     try:
       gin.clear_config()
       train.parse_gin(*run.gin_args(model_dir.absolute(), extra))
@@ -101,10 +101,11 @@ def train_run(run: Run, out: pathlib.Path, extra: tuple[str, ...] = ()) -> dict:
       ours.removeHandler(handler)
       handler.close()
       jax.clear_caches()
-    timing.write_text(json.dumps({"seconds": time.perf_counter() - start}))
-  metrics = json.loads(done.read_text())
-  seconds = json.loads(timing.read_text())["seconds"] if timing.exists() else None
-  return {"metrics": metrics, "seconds": seconds}
+    timing.write_text(json.dumps({"seconds": time.perf_counter() - start,
+                                  "cpu_seconds": time.process_time() - cpu_start}))
+  times = json.loads(timing.read_text()) if timing.exists() else {}
+  return {"metrics": json.loads(done.read_text()), "seconds": times.get("seconds"),
+          "cpu_seconds": times.get("cpu_seconds")}
 
 
 def _worker_init() -> None:
@@ -247,19 +248,28 @@ def main() -> None:
   table = markdown(summary, args.seeds, duplicates)
   figure_dir = figures(out)
   wall = time.perf_counter() - start
-  run_seconds = [r["seconds"] for r in results.values() if r["seconds"] is not None]
+  timed = [r for r in results.values() if r["cpu_seconds"] is not None]
+  # A worker runs on one thread: a run's CPU time is its time on an otherwise idle machine,
+  # whatever else shared this one, and the study's is a run's times the runs a worker does.
+  idle_minutes = (statistics.fmean(r["cpu_seconds"] for r in timed) * len(runs) / args.workers
+                  / 60 if timed else None)
   report = {"benchmark": "replicate", "machine": machine(), "workers": args.workers,
-            "seeds": args.seeds, "wall_seconds": wall,
-            "run_seconds": mean_std(run_seconds) if run_seconds else None,
+            "seeds": args.seeds, "invocation_wall_seconds": wall,
+            "run_seconds": mean_std([r["seconds"] for r in timed]) if timed else None,
+            "run_cpu_seconds": mean_std([r["cpu_seconds"] for r in timed]) if timed else None,
+            "timed_runs": len(timed), "idle_machine_minutes": idle_minutes,
             "summary": summary, "duplicates": duplicates, "failed": failed,
             "runs": {name: r["metrics"] for name, r in results.items()},
             "figures": str(figure_dir) if figure_dir else None}
   (out / "replication.json").write_text(json.dumps(report, indent=2, sort_keys=True))
   (out / "replication.md").write_text(table)
   print(table)
-  print(f"{len(results)} runs done, {len(failed)} failed, in {wall / 60:.1f} min on"
-        f" {machine()}; wrote {out / 'replication.json'}, {out / 'replication.md'}"
-        + (f" and the figures in {figure_dir}" if figure_dir else ""))
+  if idle_minutes is not None:
+    print(f"From the CPU time of {len(timed)} runs, the {len(runs)} runs take"
+          f" {idle_minutes:.1f} min on an idle machine like this one ({args.workers} workers)")
+  print(f"{len(results)} runs done, {len(failed)} failed; this invocation took"
+        f" {wall / 60:.1f} min on {machine()}; wrote {out / 'replication.json'},"
+        f" {out / 'replication.md'}" + (f" and the figures in {figure_dir}" if figure_dir else ""))
   if failed:
     sys.exit(1)
 
