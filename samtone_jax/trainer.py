@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from samtone_jax import dual_encoder, partitioning
@@ -99,19 +100,100 @@ def state_shardings(optimizer: optax.GradientTransformation, abstract_boxed_para
   return TrainState(step=replicated, params=param_shardings, opt_state=opt_shardings)
 
 
+def embed_batch(model: dual_encoder.DualEncoder, params: Any, batch: Batch,
+                rng: Optional[jax.Array] = None) -> dict[str, jax.Array]:
+  """The batch's embeddings: {"query": [B, E], "passage": [B, E]} (and "negative":
+  [B, k, E] with hard negatives). With `rng`, dropout is on (training); without, the model
+  is deterministic (evaluation)."""
+  return model.apply({"params": params}, *_model_inputs(batch), deterministic=rng is None,
+                     rngs=None if rng is None else {"dropout": rng})
+
+
+def embeddings_loss(loss_fn: Callable, embeddings: dict[str, jax.Array], batch: Batch
+                    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """`loss_fn` on the embeddings of `embed_batch` and the batch's content ids."""
+  return loss_fn(embeddings["query"], embeddings["passage"],
+                 negative_emb=embeddings.get("negative"), query_ids=batch.get("query_ids"),
+                 passage_ids=batch.get("passage_ids"))
+
+
 def batch_loss(model: dual_encoder.DualEncoder, loss_fn: Callable, params: Any, batch: Batch,
                rng: Optional[jax.Array] = None) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Embeds a batch and takes the loss: (loss, metrics). With `rng`, dropout is on (training);
   without, the model is deterministic (evaluation)."""
-  out = model.apply({"params": params}, *_model_inputs(batch), deterministic=rng is None,
-                    rngs=None if rng is None else {"dropout": rng})
-  return loss_fn(out["query"], out["passage"], negative_emb=out.get("negative"),
-                 query_ids=batch.get("query_ids"), passage_ids=batch.get("passage_ids"))
+  return embeddings_loss(loss_fn, embed_batch(model, params, batch, rng), batch)
+
+
+def _chunks(x: jax.Array, num_chunks: int) -> jax.Array:
+  """[B, ...] -> [num_chunks, B / num_chunks, ...], chunk j holding rows j, j + n, j + 2n, ...
+  (n = num_chunks). With the batch split evenly over D devices and D dividing the chunk
+  size, each chunk takes the same rows from every device: encoding it needs no transfer."""
+  return x.reshape(-1, num_chunks, *x.shape[1:]).swapaxes(0, 1)
+
+
+def _unchunk(x: jax.Array) -> jax.Array:
+  """The inverse of `_chunks`: [num_chunks, B / num_chunks, ...] -> [B, ...]."""
+  return x.swapaxes(0, 1).reshape(-1, *x.shape[2:])
+
+
+def grad_cache_loss_and_grad(model: dual_encoder.DualEncoder, loss_fn: Callable, params: Any,
+                             batch: Batch, rng: jax.Array, chunk_size: int
+                             ) -> tuple[tuple[jax.Array, dict[str, jax.Array]], Any]:
+  """`((loss, metrics), grads)` of `batch_loss` with gradient caching: activations of one
+  chunk of the batch at a time, the loss over the whole (global) batch.
+
+  1. Encode the batch chunk by chunk, keeping only the embeddings ([B, E]).
+  2. Take the loss of all embeddings and its gradient with respect to them.
+  3. Encode each chunk again and back-propagate its rows of that gradient into the
+     parameters, summing over chunks.
+  Chunk j (rows j, j + n, ... of the batch, n = B / chunk_size) drops out with
+  `fold_in(rng, j)` in both passes, so pass 3 differentiates exactly what pass 1 computed.
+  The gradients are those of the plain step's computation with that dropout, to float
+  rounding; the memory of activations falls by B / chunk_size, for one more forward pass.
+
+  Args:
+    model, loss_fn, params, batch, rng: as `batch_loss` (rng: the step's dropout key).
+    chunk_size: examples encoded at a time; divides the batch (GRAD_CACHE_CHUNK).
+
+  Returns:
+    `((loss, metrics), grads)`, as `jax.value_and_grad(batch_loss, has_aux=True)`.
+
+  References:
+    Gao et al., "Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup",
+    RepL4NLP 2021. https://arxiv.org/abs/2101.06983
+  """
+  batch_size = batch["queries"].shape[0]
+  if not isinstance(chunk_size, int) or chunk_size <= 0 or batch_size % chunk_size:
+    raise ValueError(f"GRAD_CACHE_CHUNK={chunk_size!r} must be a positive int that divides the"
+                     f" global batch of {batch_size} examples.")
+  num_chunks = batch_size // chunk_size
+  inputs = {k: _chunks(batch[k], num_chunks)
+            for k in ("queries", "passages", "negative_passages") if k in batch}
+  index = jnp.arange(num_chunks)
+
+  def embed(params, chunk, j):
+    return embed_batch(model, params, chunk, jax.random.fold_in(rng, j))
+
+  embeddings = lax.map(lambda xs: embed(params, *xs), (inputs, index))  # 1: [n, B/n, E] ...
+  (loss, metrics), embedding_grads = jax.value_and_grad(  # 2
+      lambda e: embeddings_loss(loss_fn, e, batch), has_aux=True)(
+          jax.tree.map(_unchunk, embeddings))
+
+  def accumulate(grads, xs):  # 3
+    chunk, j, chunk_grads = xs
+    _, vjp = jax.vjp(lambda p: embed(p, chunk, j), params)
+    return jax.tree.map(jnp.add, grads, vjp(chunk_grads)[0]), None
+
+  grads, _ = lax.scan(accumulate, jax.tree.map(jnp.zeros_like, params),
+                      (inputs, index, jax.tree.map(lambda g: _chunks(g, num_chunks),
+                                                   embedding_grads)))
+  return (loss, metrics), grads
 
 
 def make_train_step(model: dual_encoder.DualEncoder, optimizer: optax.GradientTransformation,
                     loss_fn: Callable[..., tuple[jax.Array, dict[str, jax.Array]]],
-                    learning_rate: optax.Schedule, dropout_seed: int = 0
+                    learning_rate: optax.Schedule, dropout_seed: int = 0,
+                    grad_cache_chunk: Optional[int] = None
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
   """The pure train step: embeds the global batch, takes the loss and its gradient, updates.
 
@@ -123,15 +205,23 @@ def make_train_step(model: dual_encoder.DualEncoder, optimizer: optax.GradientTr
     learning_rate: the schedule, for the summaries.
     dropout_seed: dropout's random numbers are `fold_in(key(dropout_seed), step)`, so a
       resumed run draws the same ones.
+    grad_cache_chunk: None, or encode this many examples at a time with gradient caching
+      (`grad_cache_loss_and_grad`): the same loss over the whole batch in less memory.
 
   Returns:
     `step(state, batch) -> (state, metrics)`: metrics are float32 scalars: the loss's
     metrics, `learning_rate` and `grad_norm`.
   """
+  if grad_cache_chunk is None:
+    loss_and_grad = jax.value_and_grad(functools.partial(batch_loss, model, loss_fn),
+                                       has_aux=True)
+  else:
+    loss_and_grad = functools.partial(grad_cache_loss_and_grad, model, loss_fn,
+                                      chunk_size=grad_cache_chunk)
+
   def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
     rng = jax.random.fold_in(jax.random.key(dropout_seed), state.step)
-    (_, metrics), grads = jax.value_and_grad(
-        functools.partial(batch_loss, model, loss_fn), has_aux=True)(state.params, batch, rng)
+    (_, metrics), grads = loss_and_grad(state.params, batch, rng)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics, learning_rate=jnp.asarray(learning_rate(state.step), jnp.float32),
@@ -156,3 +246,25 @@ def compile_train_step(step: Callable, state_shardings_: TrainState, mesh: Mesh,
       return jitted(state, batch)
 
   return run
+
+
+def skip_nonfinite(step: Callable) -> Callable:
+  """`step`, but a step whose loss or gradient norm is not finite (a poisoned batch) keeps
+  the parameters and optimizer state as they were; the step count still advances, so the
+  data, dropout and learning rate go on as in a run without that batch.
+
+  Args:
+    step: `(state, batch) -> (state, metrics)` whose metrics hold `loss` and `grad_norm`
+      (`make_train_step`).
+
+  Returns:
+    The same function, its metrics gaining `skipped`: 1.0 for a skipped step, else 0.0.
+  """
+  def guarded(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+    new, metrics = step(state, batch)
+    ok = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+    kept = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state)
+    return dataclasses.replace(kept, step=new.step), dict(
+        metrics, skipped=jnp.where(ok, 0.0, 1.0).astype(jnp.float32))
+
+  return guarded
