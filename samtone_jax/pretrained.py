@@ -1,4 +1,5 @@
-"""Pretrained weights in: Hugging Face T5 (v1.1 / v1.0) encoders and sentence-transformers GTR.
+"""Pretrained weights in: Hugging Face T5 (v1.1 / v1.0) encoders, sentence-transformers GTR,
+and dual encoders exported by export.py.
 
 - `load_hf_t5_encoder(path)`: a Hugging Face T5 directory as downloaded (`config.json` with
   `model.safetensors`, `pytorch_model.bin`, or their sharded `*.index.json` forms), e.g.
@@ -12,9 +13,14 @@
 - `with_pretrained(params, architecture, tower, projection)`: puts the loaded weights into a
   dual encoder's parameter tree: every tower gets the same encoder; projections get the
   loaded kernel or keep their fresh initialisation.
+- `load_dual_encoder(path)`: a whole dual encoder (SDE in GTR's form, ADE and ADE-SPL as a
+  sentence-transformers `Router`), as export.py writes it: the architecture and every
+  parameter.
 
 Parameters come back as nested dicts of numpy float32 arrays, shaped like
-`nn.unbox(t5.T5Encoder(config).init(...))["params"]`.
+`nn.unbox(t5.T5Encoder(config).init(...))["params"]`. One table of names (`_hf_names`) maps
+them to Hugging Face's T5 tensors both ways: `t5_params_to_hf` and `t5_config_to_hf` are the
+inverses that export.py uses.
 """
 
 import json
@@ -82,6 +88,17 @@ def read_state_dict(folder: str | pathlib.Path, stem: str = "model") -> dict[str
       " their .index.json forms).")
 
 
+# Our T5Config field -> (Hugging Face config.json field, its default when absent; None: required).
+_HF_CONFIG_FIELDS = {
+    "vocab_size": ("vocab_size", None), "d_model": ("d_model", None), "d_ff": ("d_ff", None),
+    "num_heads": ("num_heads", None), "head_dim": ("d_kv", None),
+    "num_layers": ("num_layers", None), "dropout_rate": ("dropout_rate", 0.1),
+    "relative_attention_num_buckets": ("relative_attention_num_buckets", 32),
+    "relative_attention_max_distance": ("relative_attention_max_distance", 128),
+    "layer_norm_epsilon": ("layer_norm_epsilon", 1e-6),
+}
+
+
 def t5_config_from_hf(config: Mapping[str, Any], source: str = "config.json") -> t5.T5Config:
   """Our T5Config from a Hugging Face T5 `config.json` dict."""
   projection = config.get("feed_forward_proj", "relu")
@@ -89,28 +106,29 @@ def t5_config_from_hf(config: Mapping[str, Any], source: str = "config.json") ->
     raise CheckpointError(f"{source}: feed_forward_proj={projection!r} is not supported;"
                           f" expected one of {sorted(_MLP_ACTIVATIONS)}.")
   try:
-    return t5.T5Config(
-        vocab_size=config["vocab_size"], d_model=config["d_model"], d_ff=config["d_ff"],
-        num_heads=config["num_heads"], head_dim=config["d_kv"],
-        num_layers=config["num_layers"], dropout_rate=config.get("dropout_rate", 0.1),
-        mlp_activations=_MLP_ACTIVATIONS[projection],
-        relative_attention_num_buckets=config.get("relative_attention_num_buckets", 32),
-        relative_attention_max_distance=config.get("relative_attention_max_distance", 128),
-        layer_norm_epsilon=config.get("layer_norm_epsilon", 1e-6))
+    fields = {ours: config[theirs] if default is None else config.get(theirs, default)
+              for ours, (theirs, default) in _HF_CONFIG_FIELDS.items()}
   except KeyError as e:
     raise CheckpointError(f"{source}: missing field {e.args[0]!r}.") from None
+  return t5.T5Config(**fields, mlp_activations=_MLP_ACTIVATIONS[projection])
 
 
-def t5_params_from_hf(state: Mapping[str, np.ndarray], config: t5.T5Config,
-                      source: str = "checkpoint") -> Params:
-  """Maps Hugging Face T5 encoder tensors onto `t5.T5Encoder`'s parameter tree.
+def t5_config_to_hf(config: t5.T5Config) -> dict[str, Any]:
+  """The inverse of `t5_config_from_hf`: the fields of a Hugging Face `T5Config`."""
+  projection = {v: k for k, v in _MLP_ACTIVATIONS.items()}.get(tuple(config.mlp_activations))
+  if projection is None:
+    raise ValueError(f"T5Config.mlp_activations={config.mlp_activations!r} has no Hugging Face"
+                     f" feed_forward_proj; expected one of {sorted(_MLP_ACTIVATIONS.values())}.")
+  return {**{theirs: getattr(config, ours) for ours, (theirs, _) in _HF_CONFIG_FIELDS.items()},
+          "feed_forward_proj": projection}
 
-  Raises:
-    CheckpointError: naming every encoder tensor that is missing, unexpected or misshapen.
-  """
-  names = {}  # our path -> (HF name, transpose)
-  names[("token_embedding",)] = (
-      "shared.weight" if "shared.weight" in state else "encoder.embed_tokens.weight", False)
+
+def _hf_names(config: t5.T5Config, embedding: str = "shared.weight"
+              ) -> dict[tuple[str, ...], tuple[str, bool]]:
+  """The one table between our parameter paths and Hugging Face T5 tensor names, used both
+  ways: our path -> (HF name, whether the HF tensor is our array transposed)."""
+  names = {}
+  names[("token_embedding",)] = (embedding, False)
   names[("relpos_bias", "rel_embedding")] = (
       "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", True)
   names[("encoder_norm", "scale")] = ("encoder.final_layer_norm.weight", False)
@@ -125,7 +143,18 @@ def t5_params_from_hf(state: Mapping[str, np.ndarray], config: t5.T5Config,
     names[(layer, "pre_mlp_layer_norm", "scale")] = (block + "1.layer_norm.weight", False)
     for name in mlp_in + ["wo"]:
       names[(layer, "mlp", name, "kernel")] = (f"{block}1.DenseReluDense.{name}.weight", True)
+  return names
 
+
+def t5_params_from_hf(state: Mapping[str, np.ndarray], config: t5.T5Config,
+                      source: str = "checkpoint") -> Params:
+  """Maps Hugging Face T5 encoder tensors onto `t5.T5Encoder`'s parameter tree.
+
+  Raises:
+    CheckpointError: naming every encoder tensor that is missing, unexpected or misshapen.
+  """
+  names = _hf_names(config, "shared.weight" if "shared.weight" in state
+                    else "encoder.embed_tokens.weight")
   used = {theirs for theirs, _ in names.values()} | {"shared.weight",
                                                      "encoder.embed_tokens.weight"}
   missing = sorted(theirs for theirs, _ in names.values() if theirs not in state)
@@ -152,11 +181,65 @@ def t5_params_from_hf(state: Mapping[str, np.ndarray], config: t5.T5Config,
   return params
 
 
+def t5_params_to_hf(params: Params, config: t5.T5Config) -> dict[str, np.ndarray]:
+  """The inverse of `t5_params_from_hf`: a `t5.T5Encoder` tree -> the state dict of Hugging
+  Face's `T5EncoderModel` (float32, the embedding under both of its tied names)."""
+  names = _hf_names(config)
+  flat = traverse_util.flatten_dict(params)
+  if set(flat) != set(names):
+    raise ValueError(f"params do not match a T5 encoder with {config.num_layers} layers and"
+                     f" mlp_activations={config.mlp_activations}: they differ in"
+                     f" {sorted(set(flat) ^ set(names))[:6]}.")
+  state = {}
+  for path, (theirs, transpose) in names.items():
+    value = np.asarray(flat[path], np.float32)
+    state[theirs] = np.ascontiguousarray(value.T if transpose else value)
+  state["encoder.embed_tokens.weight"] = state["shared.weight"]
+  return state
+
+
 def load_hf_t5_encoder(path: str | pathlib.Path) -> tuple[t5.T5Config, Params]:
   """Reads a Hugging Face T5 checkpoint folder: (T5Config, encoder params)."""
   path = pathlib.Path(path)
   config = t5_config_from_hf(_read_json(path / "config.json"), str(path / "config.json"))
   return config, t5_params_from_hf(read_state_dict(path), config, str(path))
+
+
+def _check_mean_pooling(folder: pathlib.Path) -> None:
+  """Raises CheckpointError unless a sentence-transformers Pooling folder mean-pools."""
+  pooling = _read_json(folder / "config.json")
+  if "pooling_mode" in pooling:  # sentence-transformers 6: "pooling_mode": "mean"
+    modes = [pooling["pooling_mode"]]
+  else:  # earlier releases: one boolean per mode
+    modes = [k[len("pooling_mode_"):] for k, v in sorted(pooling.items())
+             if k.startswith("pooling_mode_") and v is True]
+  if modes not in (["mean"], ["mean_tokens"]):
+    raise CheckpointError(f"{folder / 'config.json'}: our towers mean-pool; the folder asks for"
+                          f" pooling {modes}.")
+
+
+def _read_dense_kernel(folder: pathlib.Path, d_model: int) -> np.ndarray:
+  """A sentence-transformers Dense folder as our projection kernel [d_model, out]."""
+  dense = _read_json(folder / "config.json")
+  activation = dense.get("activation_function", "torch.nn.modules.linear.Identity")
+  if (dense.get("bias", True) or not activation.endswith("Identity")
+      or dense.get("use_residual", False)):
+    raise CheckpointError(
+        f"{folder / 'config.json'}: our projection is linear without bias; the folder has"
+        f" bias={dense.get('bias', True)}, activation_function={activation!r},"
+        f" use_residual={dense.get('use_residual', False)}.")
+  kernel = np.asarray(read_state_dict(folder)["linear.weight"], np.float32).T  # [in, out]
+  if kernel.shape[0] != d_model:
+    raise CheckpointError(f"{folder}: Dense takes {kernel.shape[0]} features, the encoder gives"
+                          f" {d_model}.")
+  return kernel
+
+
+def _module_kinds(path: pathlib.Path) -> tuple[list[str], dict[str, pathlib.Path]]:
+  """A sentence-transformers folder's modules.json: class names in order, and their folders."""
+  modules = _read_json(path / "modules.json")
+  kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
+  return kinds, {kind: path / m["path"] for kind, m in zip(kinds, modules)}
 
 
 def load_sentence_transformers(path: str | pathlib.Path
@@ -169,38 +252,63 @@ def load_sentence_transformers(path: str | pathlib.Path
   encoder always normalises).
   """
   path = pathlib.Path(path)
-  modules = _read_json(path / "modules.json")
-  kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
-  where = {kind: path / m["path"] for kind, m in zip(kinds, modules)}
+  kinds, where = _module_kinds(path)
   if kinds[:2] != ["Transformer", "Pooling"] or not set(kinds[2:]) <= {"Dense", "Normalize"}:
+    hint = " (an asymmetric model: read it with load_dual_encoder)" if "Router" in kinds else ""
     raise CheckpointError(f"{path / 'modules.json'}: expected Transformer, Pooling, [Dense],"
-                          f" [Normalize]; got {kinds}.")
-  pooling = _read_json(where["Pooling"] / "config.json")
-  if "pooling_mode" in pooling:  # sentence-transformers 6: "pooling_mode": "mean"
-    modes = [pooling["pooling_mode"]]
-  else:  # earlier releases: one boolean per mode
-    modes = [k[len("pooling_mode_"):] for k, v in sorted(pooling.items())
-             if k.startswith("pooling_mode_") and v is True]
-  if modes not in (["mean"], ["mean_tokens"]):
-    raise CheckpointError(f"{where['Pooling'] / 'config.json'}: our towers mean-pool; the"
-                          f" folder asks for pooling {modes}.")
+                          f" [Normalize]; got {kinds}{hint}.")
+  _check_mean_pooling(where["Pooling"])
   config, params = load_hf_t5_encoder(where["Transformer"])
-  kernel = None
-  if "Dense" in where:
-    dense = _read_json(where["Dense"] / "config.json")
-    activation = dense.get("activation_function", "torch.nn.modules.linear.Identity")
-    if (dense.get("bias", True) or not activation.endswith("Identity")
-        or dense.get("use_residual", False)):
-      raise CheckpointError(
-          f"{where['Dense'] / 'config.json'}: our projection is linear without bias; the"
-          f" folder has bias={dense.get('bias', True)}, activation_function={activation!r},"
-          f" use_residual={dense.get('use_residual', False)}.")
-    weight = read_state_dict(where["Dense"])["linear.weight"]  # [out, in]
-    kernel = np.asarray(weight, np.float32).T
-    if kernel.shape[0] != config.d_model:
-      raise CheckpointError(f"{where['Dense']}: Dense takes {kernel.shape[0]} features, the"
-                            f" encoder gives {config.d_model}.")
+  kernel = _read_dense_kernel(where["Dense"], config.d_model) if "Dense" in where else None
   return config, params, kernel
+
+
+# The routes of an asymmetric sentence-transformers model (Router.for_query_document), by the
+# dual encoder's side they hold.
+ROUTES = {"query": "query", "passage": "document"}
+
+
+def load_dual_encoder(path: str | pathlib.Path) -> tuple[t5.T5Config, str, Params]:
+  """Reads a whole dual encoder from a sentence-transformers folder (as export.py writes
+  them): (T5Config, architecture, DualEncoder params).
+
+  - Transformer, Pooling, Dense, [Normalize] (GTR's form; an exported SDE): "sde".
+  - Router, [Normalize], the Router's "query" and "document" routes each a T5 Transformer,
+    mean Pooling and a Dense: "ade_spl" when both routes hold the same Dense module, "ade"
+    when each has its own.
+  """
+  path = pathlib.Path(path)
+  kinds, where = _module_kinds(path)
+  if kinds[0] != "Router":
+    config, tower, kernel = load_sentence_transformers(path)
+    if kernel is None:
+      raise CheckpointError(f"{path / 'modules.json'}: no Dense module, so no projection of a"
+                            " dual encoder.")
+    return config, "sde", {"tower": tower, "projection": {"kernel": kernel}}
+  if kinds not in (["Router"], ["Router", "Normalize"]):
+    raise CheckpointError(f"{path / 'modules.json'}: expected Router, [Normalize]; got {kinds}.")
+  router = _read_json(where["Router"] / "router_config.json")
+  routes = {}
+  for side, route in ROUTES.items():
+    ids = router["structure"].get(route, [])
+    route_kinds = [router["types"][i].rsplit(".", 1)[-1] for i in ids]
+    if route_kinds != ["Transformer", "Pooling", "Dense"]:
+      raise CheckpointError(f"{where['Router'] / 'router_config.json'}: route {route!r} should be"
+                            f" Transformer, Pooling, Dense; it is {route_kinds}.")
+    routes[side] = [where["Router"] / i for i in ids]
+  shared = routes["query"][2] == routes["passage"][2]  # ADE-SPL: one Dense in both routes
+  configs, params = {}, {}
+  for side, (transformer, pooling, dense) in routes.items():
+    _check_mean_pooling(pooling)
+    configs[side], params[f"{side}_tower"] = load_hf_t5_encoder(transformer)
+    kernel = _read_dense_kernel(dense, configs[side].d_model)
+    params["projection" if shared else f"{side}_projection"] = {"kernel": kernel}
+  differences = [name for name in ARCHITECTURE_FIELDS
+                 if getattr(configs["query"], name) != getattr(configs["passage"], name)]
+  if differences:
+    raise CheckpointError(f"{where['Router']}: the query and document towers differ in"
+                          f" {differences}; a dual encoder's towers share one T5Config.")
+  return configs["query"], "ade_spl" if shared else "ade", params
 
 
 def load_initial_checkpoint(path: str | pathlib.Path
