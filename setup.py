@@ -43,6 +43,8 @@ setuptools.setup(
     extras_require={
         # benchmarks/retrieval.py compares with faiss's exact search.
         "bench": ["faiss-cpu"],
+        # python -m samtone_jax.export writes PyTorch sentence-transformers folders.
+        "export": ["torch", "transformers>=5", "sentence-transformers>=6"],
         "test": [
             "pytest>=8",
             "hypothesis>=6.100",
