@@ -97,6 +97,9 @@ def train_run(run: Run, out: pathlib.Path, extra: tuple[str, ...] = ()) -> dict:
       gin.clear_config()
       train.parse_gin(*run.gin_args(model_dir.absolute(), extra))
       gin.get_configurable(train.train)()
+    except Exception as e:  # gin's re-raised exception types do not pickle back to main
+      ours.exception("%s failed", run.name)
+      raise RuntimeError(f"{type(e).__name__}: {e}") from None
     finally:
       ours.removeHandler(handler)
       handler.close()
