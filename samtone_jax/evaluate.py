@@ -29,9 +29,14 @@ from samtone_jax.tasks import eval_sets as eval_sets_lib
 _LOG = logging.getLogger("samtone_jax.evaluate")
 
 
-def load_params(model: dual_encoder.DualEncoder, checkpoint_path: str, lengths: dict) -> dict:
+def load_params(model: dual_encoder.DualEncoder, checkpoint_path: str, lengths: dict,
+                mesh: Optional[jax.sharding.Mesh] = None) -> dict:
   """The model's parameters from a training MODEL_DIR, a `checkpoints/<step>` folder, or a
-  pretrained Hugging Face / sentence-transformers folder."""
+  pretrained Hugging Face / sentence-transformers folder.
+
+  A checkpoint's parameters (only those of its TrainState are read) are replicated over
+  `mesh` (default: all devices), whatever devices and mesh saved them.
+  """
   path = pathlib.Path(checkpoint_path).absolute()
   if (path / "modules.json").exists() or (path / "config.json").exists():
     config, tower, kernel = pretrained.load_initial_checkpoint(path)
@@ -39,16 +44,22 @@ def load_params(model: dual_encoder.DualEncoder, checkpoint_path: str, lengths: 
     ids = jax.numpy.zeros((1, lengths["queries"]), jax.numpy.int32)
     params = nn.unbox(model.init(jax.random.key(0), ids, ids))["params"]
     return pretrained.with_pretrained(jax.device_get(params), model.architecture, tower, kernel)
-  if path.name.isdigit() and path.parent.name == "checkpoints":
-    manager, step = ocp.CheckpointManager(path.parent), int(path.name)
-  else:
-    manager = ocp.CheckpointManager(path / "checkpoints")
-    step = manager.latest_step()
-    if step is None:
-      raise FileNotFoundError(f"CHECKPOINT_PATH={checkpoint_path!r}: no checkpoint in"
-                              f" {path / 'checkpoints'} and no pretrained model folder.")
+  step = int(path.name) if path.name.isdigit() and path.parent.name == "checkpoints" else None
+  directory = path.parent if step is not None else path / "checkpoints"
+  manager = ocp.CheckpointManager(directory, item_handlers=ocp.PyTreeCheckpointHandler())
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"CHECKPOINT_PATH={checkpoint_path!r}: no checkpoint in"
+                            f" {directory} and no pretrained model folder.")
   _LOG.info("Parameters of step %d from %s.", step, path)
-  return manager.restore(step)["params"]
+  mesh = partitioning.create_mesh() if mesh is None else mesh
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  target = {"params": jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+      manager.item_metadata(step)["params"])}
+  return manager.restore(step, args=ocp.args.PyTreeRestore(
+      target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+      partial_restore=True))["params"]
 
 
 def write_trec_run(path: pathlib.Path, run: dict[str, dict[str, float]]) -> None:
@@ -86,7 +97,7 @@ def evaluate(*, model: dual_encoder.DualEncoder = gin.REQUIRED,
         "queries"].vocabulary
   sets = {name: eval_sets_lib.get(name) for name in eval_tasks}  # unknown names fail now
   mesh = partitioning.create_mesh(num_partitions)
-  params = load_params(model, checkpoint_path, task_feature_lengths)
+  params = load_params(model, checkpoint_path, task_feature_lengths, mesh)
   encode = lambda method: lambda params, ids: model.apply({"params": params}, ids,
                                                           method=method)
   output_dir = pathlib.Path(output_dir or pathlib.Path(checkpoint_path) / "eval")

@@ -1,0 +1,54 @@
+"""Checkpoints restored on other devices than those that saved them."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+from tests.test_train import ROOT, _params, _run, tfds_dir  # pylint: disable=unused-import
+
+# Loads a run's parameters with evaluate.load_params (as the evaluate, analysis and export
+# commands do) and writes them, flattened, to an .npz file.
+_LOAD_PARAMS = """
+import sys
+import gin
+import jax
+import numpy as np
+from flax import traverse_util
+from samtone_jax import evaluate, train
+
+@gin.configurable
+def _model(model=gin.REQUIRED):
+  return model
+
+model_dir, out = sys.argv[1:]
+train.parse_gin([f"{model_dir}/config.gin"], ["_model.model = %MODEL"])
+params = evaluate.load_params(_model(), model_dir,
+                              gin.query_parameter("TASK_FEATURE_LENGTHS/gin.macro.value"))
+assert len(jax.devices()) == 1
+np.savez(out, **{"/".join(k): np.asarray(v)
+                 for k, v in traverse_util.flatten_dict(params).items()})
+"""
+
+
+def test_load_params_restores_a_checkpoint_of_8_devices_on_1(tfds_dir, tmp_path):
+  """A checkpoint saved with the weights split over a 4x2 mesh of 8 devices loads, exactly,
+  in a process with one device (a TPU-trained run evaluated or exported on a laptop)."""
+  assert jax.device_count() == 8
+  _run(tmp_path / "run", "TRAIN_STEPS = 1", "NUM_PARTITIONS = 2", "EVAL_SPLIT = None",
+       "EVAL_TASKS = []")
+  saved = {"/".join(k): np.asarray(v)
+           for k, v in traverse_util.flatten_dict(_params(tmp_path / "run", 1)).items()}
+  done = subprocess.run(
+      [sys.executable, "-c", _LOAD_PARAMS, str(tmp_path / "run"), str(tmp_path / "loaded.npz")],
+      cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+      env=dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=1"))
+  assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+  with np.load(tmp_path / "loaded.npz") as loaded:
+    assert sorted(loaded) == sorted(saved)
+    for name, value in saved.items():
+      np.testing.assert_array_equal(loaded[name], value, err_msg=name)
