@@ -131,7 +131,11 @@ class Dense(nn.Module):
   def __call__(self, x: Array) -> Array:
     kernel = _param(self, "kernel", self.kernel_init, (x.shape[-1], self.features), self.axes,
                     self.param_dtype)
-    return jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+    # One [tokens, n] x [n, features] product: its backward pass contracts the kernel's
+    # gradient over a single tokens axis, which XLA (on CPU) computes from the row-major
+    # activations as they are; contracting over [batch, length] it first transposes them.
+    y = jnp.dot(x.reshape(-1, x.shape[-1]).astype(self.dtype), kernel.astype(self.dtype))
+    return y.reshape(*x.shape[:-1], self.features)
 
 
 def relative_position_buckets(length: int, num_buckets: int, max_distance: int) -> np.ndarray:
