@@ -77,37 +77,50 @@ def grid(seeds: int) -> list[Run]:
 
 
 def train_run(run: Run, out: pathlib.Path, extra: tuple[str, ...] = ()) -> dict:
-  """Trains `run` in this process (a worker), unless done; returns its metrics and seconds."""
+  """Trains `run` in this process (a worker), unless done, and scores a run on a task of its
+  own on that task's test set too; returns its metrics and times."""
   import gin  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  from samtone_jax import train  # pylint: disable=g-import-not-at-top
+  from samtone_jax import evaluate, train  # pylint: disable=g-import-not-at-top
 
   model_dir = out / run.name
   done, timing = model_dir / "metrics.json", model_dir / "replication_seconds.json"
-  if not done.exists():
-    model_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(model_dir / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
-    ours = logging.getLogger("samtone_jax")
-    ours.addHandler(handler)
-    ours.setLevel(logging.INFO)
-    ours.propagate = False  # the console shows one line a run (main), the log all of them
-    start, cpu_start = time.perf_counter(), time.process_time()
-    try:
+  own_set, own_metrics = f"{run.task}_test", model_dir / "eval" / "metrics.json"
+  model_dir.mkdir(parents=True, exist_ok=True)
+  handler = logging.FileHandler(model_dir / "train.log")
+  handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+  ours = logging.getLogger("samtone_jax")
+  ours.addHandler(handler)
+  ours.setLevel(logging.INFO)
+  ours.propagate = False  # the console shows one line a run (main), the log all of them
+  try:
+    if not done.exists():
+      start, cpu_start = time.perf_counter(), time.process_time()
       gin.clear_config()
       train.parse_gin(*run.gin_args(model_dir.absolute(), extra))
       gin.get_configurable(train.train)()
-    except Exception as e:  # gin's re-raised exception types do not pickle back to main
-      ours.exception("%s failed", run.name)
-      raise RuntimeError(f"{type(e).__name__}: {e}") from None
-    finally:
-      ours.removeHandler(handler)
-      handler.close()
-      jax.clear_caches()
-    timing.write_text(json.dumps({"seconds": time.perf_counter() - start,
-                                  "cpu_seconds": time.process_time() - cpu_start}))
+      timing.write_text(json.dumps({"seconds": time.perf_counter() - start,
+                                    "cpu_seconds": time.process_time() - cpu_start}))
+    if own_set != EVAL_SET and not own_metrics.exists():
+      gin.clear_config()
+      train.parse_gin([str(model_dir.absolute() / "config.gin"), "runs/eval.gin"],
+                      [f"CHECKPOINT_PATH = '{model_dir.absolute()}'",
+                       f"EVAL_TASKS = ['{own_set}']"])
+      gin.get_configurable(evaluate.evaluate)()
+  except Exception as e:  # gin's re-raised exception types do not pickle back to main
+    ours.exception("%s failed", run.name)
+    raise RuntimeError(f"{type(e).__name__}: {e}") from None
+  finally:
+    ours.removeHandler(handler)
+    handler.close()
+    gin.clear_config()
+    jax.clear_caches()
+  metrics = json.loads(done.read_text())
+  if own_set != EVAL_SET:
+    metrics.update({f"retrieval/{own_set}/{name}": value
+                    for name, value in json.loads(own_metrics.read_text())[own_set].items()})
   times = json.loads(timing.read_text()) if timing.exists() else {}
-  return {"metrics": json.loads(done.read_text()), "seconds": times.get("seconds"),
+  return {"metrics": metrics, "seconds": times.get("seconds"),
           "cpu_seconds": times.get("cpu_seconds")}
 
 
@@ -121,14 +134,19 @@ def mean_std(values: list[float]) -> dict[str, float]:
 
 
 def summarise(runs: list[Run], results: dict[str, dict]) -> dict[str, dict]:
-  """Per cell (all fields of a Run but the seed), mean and std over seeds of METRICS."""
+  """Per cell (a Run but its seed): "<set>/<metric>" -> mean and std over the seeds, for
+  METRICS on each evaluation set of the cell."""
   cells = {}
   for run in runs:
     if run.name in results:
-      key = run.name.rsplit("_seed", 1)[0]
-      cells.setdefault(key, []).append(results[run.name]["metrics"])
-  return {key: {m: mean_std([r[f"retrieval/{EVAL_SET}/{m}"] for r in found]) for m in METRICS}
-          for key, found in cells.items()}
+      cells.setdefault(run.name.rsplit("_seed", 1)[0], []).append(results[run.name]["metrics"])
+  summary = {}
+  for key, found in cells.items():
+    names = set.intersection(*(set(metrics) for metrics in found))
+    summary[key] = {name[len("retrieval/"):]: mean_std([metrics[name] for metrics in found])
+                    for name in sorted(names)
+                    if name.startswith("retrieval/") and name.rsplit("/", 1)[1] in METRICS}
+  return summary
 
 
 def duplicate_statistics(batch_size: int) -> dict[str, float]:
@@ -151,10 +169,10 @@ def duplicate_statistics(batch_size: int) -> dict[str, float]:
   return found
 
 
-def _cell(summary: dict, key: str, metric: str) -> str:
-  if key not in summary:
+def _cell(summary: dict, key: str, name: str) -> str:
+  if name not in summary.get(key, {}):
     return "n/a"
-  s = summary[key][metric]
+  s = summary[key][name]
   return f"{s['mean']:.3f} ± {s['std']:.3f}"
 
 
@@ -166,19 +184,25 @@ def markdown(summary: dict, seeds: int, duplicates: dict) -> str:
   for a in ARCHITECTURES:
     for l, label in LOSSES.items():
       lines.append(f"| {a.upper().replace('_', '-')} | {label} | "
-                   + " | ".join(_cell(summary, f"{a}_{l}", m) for m in METRICS) + " |")
+                   + " | ".join(_cell(summary, f"{a}_{l}", f"{EVAL_SET}/{m}") for m in METRICS)
+                   + " |")
   variant = duplicates["stdlib_code_search_sentences"]
-  lines += ["", f"Section 3.4, ADE-SPL trained on `stdlib_code_search_sentences`"
+  own = "stdlib_code_search_sentences_test"
+  columns = [(EVAL_SET, m) for m in ("P@1", "MRR")] + [(own, m) for m in ("P@1", "MRR")]
+  lines += ["", f"Section 3.4: ADE-SPL trained on `stdlib_code_search_sentences`"
             f" ({variant['pairs']} pairs, {variant['unique_rate']:.0%} unique passages,"
             f" {variant['duplicate_row_pairs_per_batch']:.1f} pairs of rows sharing a passage"
-            f" per batch in expectation), same test set:", "",
-            "| loss | duplicate masking | " + " | ".join(METRICS) + " |",
-            "|---|---|" + "---|" * len(METRICS)]
+            f" per batch of 64 in expectation), scored on `{EVAL_SET}` (summaries as queries)"
+            f" and on `{own}` (docstring sentences as queries, the variant's own test set):", "",
+            "| loss | duplicate masking | "
+            + " | ".join(f"{m}, {'summaries' if s == EVAL_SET else 'sentences'}"
+                         for s, m in columns) + " |",
+            "|---|---|" + "---|" * len(columns)]
   for l, label in SECTION_3_4_LOSSES.items():
     for masked in ("unmasked", "masked"):
       lines.append(f"| {label} | {'on' if masked == 'masked' else 'off'} | "
-                   + " | ".join(_cell(summary, f"s34_{l}_{masked}", m) for m in METRICS)
-                   + " |")
+                   + " | ".join(_cell(summary, f"s34_{l}_{masked}", f"{s}/{m}")
+                                for s, m in columns) + " |")
   return "\n".join(lines) + "\n"
 
 
@@ -255,7 +279,7 @@ def main() -> None:
   # A worker runs on one thread: a run's CPU time is its time on an otherwise idle machine,
   # whatever else shared this one, and the study's is a run's times the runs a worker does.
   idle_minutes = (statistics.fmean(r["cpu_seconds"] for r in timed) * len(runs) / args.workers
-                  / 60 if timed else None)
+                  / 60 if timed and args.workers > 1 else None)
   report = {"benchmark": "replicate", "machine": machine(), "workers": args.workers,
             "seeds": args.seeds, "invocation_wall_seconds": wall,
             "run_seconds": mean_std([r["seconds"] for r in timed]) if timed else None,

@@ -219,31 +219,38 @@ def build_pairs() -> dict[str, list[dict]]:
                   for pair in pairs] for split, pairs in _all_pairs().items()}
 
 
+def _sentence_pairs(split: str) -> list[dict]:
+  """The sentences variant's pairs of a split, with their function's "module", "function"
+  and "lineno": each function with at least MIN_SENTENCES docstring sentences, paired with
+  each of its first MAX_SENTENCES."""
+  return [dict(pair, query=sentence) for pair in _all_pairs()[split]
+          if len(pair["sentences"]) >= MIN_SENTENCES
+          for sentence in pair["sentences"][:MAX_SENTENCES]]
+
+
 def build_sentence_pairs() -> dict[str, list[dict]]:
-  """The low-unique-passage variant: each function with at least MIN_SENTENCES docstring
-  sentences, paired with each of its first MAX_SENTENCES.
+  """The low-unique-passage variant.
 
   Returns:
     {"train" | "validation" | "test": [{"query", "passage"}]}, the pairs of one function
     next to each other (the training pipeline shuffles them).
   """
-  return {split: [{"query": sentence, "passage": pair["passage"]}
-                  for pair in pairs if len(pair["sentences"]) >= MIN_SENTENCES
-                  for sentence in pair["sentences"][:MAX_SENTENCES]]
-          for split, pairs in _all_pairs().items()}
+  return {split: [{"query": pair["query"], "passage": pair["passage"]}
+                  for pair in _sentence_pairs(split)] for split in SPLITS}
 
 
-def eval_set(split: str) -> data_files.RetrievalSet:
+def eval_set(split: str, sentences: bool = False) -> data_files.RetrievalSet:
   """A split as a retrieval evaluation set.
 
   Args:
     split: "train", "validation" or "test".
+    sentences: the sentences variant's pairs instead of the summaries'.
 
   Returns:
     queries: "q<n>" -> query, one per distinct query text, numbered in order; corpus:
-    "module:function:lineno" -> passage, one per pair (a module and the line of a `def` name
-    one function, so the ids are unique); qrels: each query is relevant (1) to
-    every passage it was paired with.
+    "module:function:lineno" -> passage, one per function (a module and the line of a `def`
+    name one function, so the ids are unique); qrels: each query is relevant (1) to every
+    passage it was paired with.
 
   Raises:
     ValueError: for an unknown split.
@@ -252,14 +259,14 @@ def eval_set(split: str) -> data_files.RetrievalSet:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
   queries, corpus, query_ids = {}, {}, {}
   qrels = collections.defaultdict(dict)
-  for pair in _all_pairs()[split]:
+  for pair in _sentence_pairs(split) if sentences else _all_pairs()[split]:
     query_id = query_ids.setdefault(pair["query"], f"q{len(query_ids)}")
     doc_id = f"{pair['module']}:{pair['function']}:{pair['lineno']}"
     queries[query_id] = pair["query"]
     corpus[doc_id] = pair["passage"]
     qrels[query_id][doc_id] = 1
-  return data_files.RetrievalSet(queries, corpus, dict(qrels),
-                                 name=f"quickstart/{split} (Python {PYTHON_VERSION})").check()
+  name = f"quickstart{'_sentences' if sentences else ''}/{split} (Python {PYTHON_VERSION})"
+  return data_files.RetrievalSet(queries, corpus, dict(qrels), name=name).check()
 
 
 # -- TFDS pairs and SeqIO task -------------------------------------------------------------
@@ -293,3 +300,5 @@ pairs.register_pairs_task("stdlib_code_search_sentences",
                           vocabularies.quickstart_vocabulary())
 for _split in ("validation", "test"):
   eval_sets.register(f"stdlib_code_search_{_split}", lambda split=_split: eval_set(split))
+  eval_sets.register(f"stdlib_code_search_sentences_{_split}",
+                     lambda split=_split: eval_set(split, sentences=True))

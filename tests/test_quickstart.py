@@ -196,3 +196,16 @@ def test_sentences_split_docstrings_by_paragraph_and_skip_doctests():
   Raises TypeError for strings! Or not?"""
   assert quickstart._sentences(docstring) == [  # pylint: disable=protected-access
       "Return the sum.", "It adds two numbers.", "Raises TypeError for strings!", "Or not?"]
+
+
+def test_the_sentences_evaluation_set_ranks_the_variants_functions():
+  """Its corpus is the test functions of the variant, each query relevant to the functions
+  whose docstring holds it."""
+  test = quickstart.eval_set("test", sentences=True)
+  pairs = quickstart.build_sentence_pairs()["test"]
+  assert set(test.corpus.values()) == {p["passage"] for p in pairs}
+  relevant = collections.defaultdict(set)
+  for pair in pairs:
+    relevant[pair["query"]].add(pair["passage"])
+  assert {test.queries[q]: {test.corpus[d] for d in docs} for q, docs in test.qrels.items()
+          } == relevant
