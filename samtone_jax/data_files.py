@@ -19,9 +19,13 @@ import logging
 import pathlib
 import unicodedata
 import zipfile
+import zlib
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
-
+# What gzip, zlib and zipfile raise for a damaged or truncated archive (zipfile: RuntimeError
+# for a member marked encrypted, NotImplementedError for an unknown compression method).
+_DAMAGED = (OSError, EOFError, zlib.error, zipfile.BadZipFile, RuntimeError,
+            NotImplementedError)
 
 class DataError(ValueError):
   """A published file that does not read as its format says; names the file and line."""
@@ -38,11 +42,12 @@ def _open_binary(path: str):
     archive = pathlib.Path(*parts[:i])
     if archive.suffix == ".zip" and archive.is_file():
       member = "/".join(parts[i:])
-      zf = zipfile.ZipFile(archive)
       try:
-        return zf.open(member)
+        return zipfile.ZipFile(archive).open(member)
       except KeyError:
         raise DataError(path, None, f"no member {member!r} in {archive}.") from None
+      except _DAMAGED as e:
+        raise DataError(path, None, f"cannot read the zip archive {archive} ({e}).") from None
   try:
     return open(path, "rb")
   except FileNotFoundError:
@@ -70,7 +75,7 @@ def iter_lines(path: Any) -> Iterator[tuple[int, str]]:
         except UnicodeDecodeError as e:
           raise DataError(path, line_no, f"not UTF-8 ({e.reason} at byte {e.start}).") from None
         yield line_no, line.rstrip("\n").rstrip("\r")
-    except (OSError, EOFError, zipfile.BadZipFile) as e:  # corrupt or truncated compression
+    except _DAMAGED as e:  # corrupt or truncated compression
       raise DataError(path, line_no + 1, f"cannot decompress ({e}).") from None
   finally:
     raw.close()
@@ -82,9 +87,12 @@ def iter_jsonl(path: Any) -> Iterator[tuple[int, Any]]:
     if not line.strip():
       continue
     try:
-      yield line_no, json.loads(line)
+      record = json.loads(line)
     except json.JSONDecodeError as e:
       raise DataError(path, line_no, f"not valid JSON ({e.msg} at column {e.colno}).") from None
+    except RecursionError:
+      raise DataError(path, line_no, "JSON nested too deeply to read.") from None
+    yield line_no, record
 
 
 def iter_tsv(path: Any, columns: int, header: Optional[tuple[str, ...]] = None,
