@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 _DAMAGED = (OSError, EOFError, zlib.error, zipfile.BadZipFile, RuntimeError,
             NotImplementedError)
 
+
 class DataError(ValueError):
   """A published file that does not read as its format says; names the file and line."""
 
@@ -61,7 +62,8 @@ def iter_lines(path: Any) -> Iterator[tuple[int, str]]:
   endings LF and CRLF are both accepted (BEIR's qrels use CRLF).
 
   Raises:
-    DataError: for a missing file, a corrupt gzip stream or bytes that are not UTF-8.
+    DataError: for a missing file, a damaged or truncated gzip stream or zip archive, or
+      bytes that are not UTF-8.
   """
   path = str(path)
   raw = _open_binary(path)
