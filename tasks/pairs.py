@@ -18,6 +18,7 @@ import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from samtone_jax import data_files
 from samtone_jax.tasks import preprocessors
 
 DATA_DIR_VARIABLE = "SAMTONE_DATA_DIR"
@@ -80,11 +81,14 @@ class PairsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return {split: self._generate_examples(split, manual_dir) for split in self.SPLITS}
 
   def _generate_examples(self, split, manual_dir):
+    index = -1
     for index, pair in enumerate(self.iter_pairs(split, manual_dir)):
       example = {"query": pair["query"], "passage": pair["passage"]}
       if self.negatives:
         example["negatives"] = list(pair["negatives"])
       yield index, example
+    if index < 0:  # rather than TFDS's bare AssertionError
+      raise data_files.DataError(manual_dir, None, f"the files hold no {split!r} pair.")
 
 
 def output_features(vocabulary: seqio.Vocabulary,
