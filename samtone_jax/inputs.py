@@ -2,7 +2,9 @@
 
 Each process reads its own shard of the task (`seqio.ShardInfo(process index, process
 count)`), batches `global_batch_size / process_count` examples, and contributes them as its
-rows of global arrays split over the mesh's data axes. The position in the stream is a
+rows of global arrays split over the mesh's data axes. With `num_shards` set, the task is
+read in that many shards, each process reading a contiguous share of them: the global
+batches then depend on `num_shards` only, not on how many processes read them. The position in the stream is a
 TensorFlow iterator checkpoint (one file per process), so a resumed run continues exactly
 where the saved one was: neither repeats nor gaps.
 """
@@ -66,25 +68,37 @@ def get_dataset(mixture_or_task_name: str, split: str, task_feature_lengths: Map
 class GlobalBatches:
   """Iterates global batches of a task over a mesh; `save`/`restore` its position.
 
-  Each item is a dict of jax.Arrays [global_batch_size, ...] split over `data_axes`.
+  Each item is a dict of jax.Arrays [global_batch_size, ...] split over `data_axes`. The
+  data is read in `num_shards` shards (default: one a process); process p reads shards
+  [p * k, (p + 1) * k), k = num_shards / process_count, and its rows of a batch are
+  `global_batch_size / num_shards` examples of each, in shard order.
   """
 
   def __init__(self, mixture_or_task_name: str, split: str,
                task_feature_lengths: Mapping[str, int], global_batch_size: int, mesh: Mesh,
-               data_axes: Sequence[str] = ("data",), **dataset_kwargs):
+               data_axes: Sequence[str] = ("data",), num_shards: Optional[int] = None,
+               **dataset_kwargs):
     num_processes = jax.process_count()
-    if global_batch_size % num_processes:
+    num_shards = num_shards or num_processes
+    if num_shards % num_processes:
+      raise ValueError(f"input_shards={num_shards} must be a multiple of the {num_processes}"
+                       " processes.")
+    if global_batch_size % num_shards:
       raise ValueError(f"BATCH_SIZE={global_batch_size} must be a multiple of the"
-                       f" {num_processes} processes.")
+                       f" {num_shards} input shards (by default one a process).")
     data_devices = int(np.prod([mesh.shape[a] for a in data_axes]))
     if global_batch_size % data_devices:
       raise ValueError(f"BATCH_SIZE={global_batch_size} must be a multiple of the"
                        f" {data_devices} devices of mesh axes {tuple(data_axes)}.")
     self._sharding = NamedSharding(mesh, PartitionSpec(tuple(data_axes)))
-    dataset = get_dataset(mixture_or_task_name, split, task_feature_lengths,
-                          global_batch_size // num_processes,
-                          shard_index=jax.process_index(), num_shards=num_processes,
-                          **dataset_kwargs)
+    per_process = num_shards // num_processes
+    shards = tuple(get_dataset(mixture_or_task_name, split, task_feature_lengths,
+                               global_batch_size // num_shards,
+                               shard_index=jax.process_index() * per_process + i,
+                               num_shards=num_shards, **dataset_kwargs)
+                   for i in range(per_process))
+    dataset = shards[0] if per_process == 1 else tf.data.Dataset.zip(shards).map(
+        lambda *batches: {k: tf.concat([b[k] for b in batches], 0) for k in batches[0]})
     self._iterator = iter(dataset)
     self._checkpoint = tf.train.Checkpoint(iterator=self._iterator)
 

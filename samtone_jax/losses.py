@@ -43,10 +43,11 @@ Array = jax.Array
 LossFn = Callable[..., tuple[Array, dict[str, Array]]]
 
 
-def _check_options(temperature, same_tower, bidirectional, pair_alpha):
+def check_options(temperature, same_tower, bidirectional, pair_alpha):
   """Raises ValueError, naming the argument, for options outside their domain."""
-  if not isinstance(temperature, numbers.Real) or not temperature > 0:
-    raise ValueError(f"temperature must be a number > 0, got {temperature!r}.")
+  if (not isinstance(temperature, numbers.Real) or not temperature > 0
+      or not math.isfinite(temperature)):
+    raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
   if same_tower not in SAME_TOWER_OPTIONS:
     raise ValueError(
         f"same_tower must be one of {SAME_TOWER_OPTIONS}, got {same_tower!r}.")
@@ -272,7 +273,7 @@ def contrastive_loss(
   Raises:
     ValueError: for a bad option or array, naming it.
   """
-  _check_options(temperature, same_tower, bidirectional, pair_alpha)
+  check_options(temperature, same_tower, bidirectional, pair_alpha)
   _check_inputs(query_emb, passage_emb, negative_emb, query_ids, passage_ids)
   means = _loss_and_metrics(
       query_emb, passage_emb, negative_emb, query_ids, passage_ids, _ONE_BLOCK,
@@ -314,7 +315,7 @@ def sharded_contrastive_loss(mesh: Mesh, data_axes: Sequence[str] = ("data",),
   if unknown:
     raise ValueError(f"unknown options {sorted(unknown)}; expected some of {sorted(defaults)}.")
   options = {**defaults, **options}
-  _check_options(**options)
+  check_options(**options)
   data_axes = tuple(data_axes)
   missing = [a for a in data_axes if a not in mesh.axis_names]
   if missing or not data_axes:

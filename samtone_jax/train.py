@@ -7,7 +7,8 @@ Flags: `--gin_file` (repeatable; the shipped gin_configs/ is always on the searc
 `--gin.NAME=VALUE` (a binding or macro, repeatable), `--gin_search_paths` (comma-separated).
 The operative config is written to MODEL_DIR/config.gin. A run restarted with the same
 MODEL_DIR resumes from its latest checkpoint, input position included. SIGTERM writes a
-checkpoint and exits.
+checkpoint and exits. A step whose loss or gradient norm is not finite stops the run, naming
+the step (or, with SKIP_NONFINITE, leaves the parameters as they were and is counted).
 
 `train()` reads top to bottom: checks, mesh, model and loss, data, state (restore, or
 initialise and load INITIAL_CHECKPOINT_PATH), loop (step, metrics, checkpoint, evaluation),
@@ -53,17 +54,25 @@ def _check(name: str, ok: bool, value: Any, what: str) -> None:
     raise ValueError(f"{name}={value!r}: {what}")
 
 
+def _is_int(value: Any, low: int = 1) -> bool:
+  """Whether `value` is an int (not a bool) >= low."""
+  return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
 def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gin.REQUIRED,
           train_steps: int = gin.REQUIRED, batch_size: int = gin.REQUIRED,
           mixture_or_task_name: str = gin.REQUIRED, task_feature_lengths: dict = gin.REQUIRED,
           temperature: float = 0.01, same_tower: str = "query", bidirectional: bool = True,
           pair_alpha: float = 0.0, mask_duplicates: bool = False, num_negatives: int = 0,
           learning_rate: float = 1e-3, warmup_steps: int = 0, num_partitions: int = 1,
+          grad_cache_chunk: Optional[int] = None,
           checkpoint_period: int = 1000, keep_checkpoints: int = 3, eval_period: int = 1000,
           eval_split: Optional[str] = "validation", eval_batches: int = 20,
           eval_tasks: Sequence[str] = (), eval_k: int = 1000,
           initial_checkpoint_path: Optional[str] = None, seed: int = 0,
-          log_period: int = 50, steps_per_run: Optional[int] = None) -> dict[str, float]:
+          log_period: int = 50, steps_per_run: Optional[int] = None,
+          input_shards: Optional[int] = None, skip_nonfinite_steps: bool = False,
+          log_example_ids: bool = False) -> dict[str, float]:
   """Trains a dual encoder; returns the final evaluation metrics (also in metrics.json).
 
   Args:
@@ -78,6 +87,9 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
     num_negatives: hard negatives an example (tasks with `negative_passages`).
     learning_rate, warmup_steps: the schedule, decaying linearly to 0 at train_steps.
     num_partitions: size of the mesh's "model" axis (NUM_PARTITIONS).
+    grad_cache_chunk: None, or encode the batch this many examples at a time with gradient
+      caching (GradCache): the same loss and gradients over the whole batch, with the
+      activations of one chunk in memory, for one more forward pass (GRAD_CACHE_CHUNK).
     checkpoint_period, keep_checkpoints: save every N steps (and at the end), keep the last.
     eval_period, eval_split, eval_batches: in-batch metrics on `eval_batches` batches of
       `eval_split` every N steps and at the end (None: no evaluation).
@@ -90,27 +102,55 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
     log_period: print and write summaries every N steps.
     steps_per_run: end this invocation, with a checkpoint, after this many steps (for job
       time limits: the next invocation with the same MODEL_DIR goes on; None: to the end).
+    input_shards: read the data in this many shards, each process a contiguous share (None:
+      one a process); the global batches depend on it, not on the number of processes.
+    skip_nonfinite_steps: a step whose loss or gradient norm is not finite keeps the
+      parameters and optimizer state as they were, and is counted (`skipped_steps` in the
+      summaries: in each log period; in metrics.json: in this invocation) instead of
+      stopping the run (SKIP_NONFINITE).
+    log_example_ids: append each step's content ids (`query_ids`, `passage_ids`) to
+      MODEL_DIR/example_ids.jsonl, one JSON line a step, to check which examples a run saw
+      (steps that a restart runs again appear again: the later line is the one that counts).
   """
-  # --- Checks, before anything is compiled -----------------------------------------------
-  _check("TRAIN_STEPS", isinstance(train_steps, int) and train_steps > 0, train_steps,
-         "must be a positive int.")
-  _check("BATCH_SIZE", isinstance(batch_size, int) and batch_size > 0, batch_size,
-         "must be a positive int.")
-  for period in ("checkpoint_period", "eval_period", "log_period"):
-    _check(period, locals()[period] > 0, locals()[period], "must be > 0.")
+  # --- Checks, before anything is written or compiled ----------------------------------------
+  positive = {"TRAIN_STEPS": train_steps, "BATCH_SIZE": batch_size,
+              "CHECKPOINT_PERIOD": checkpoint_period, "EVAL_PERIOD": eval_period,
+              "NUM_PARTITIONS": num_partitions, "keep_checkpoints": keep_checkpoints,
+              "eval_batches": eval_batches, "eval_k": eval_k, "log_period": log_period}
+  for name, value in positive.items():
+    _check(name, _is_int(value), value, "must be a positive int.")
+  for name, value in {"steps_per_run": steps_per_run, "input_shards": input_shards}.items():
+    _check(name, value is None or _is_int(value), value, "must be a positive int or None.")
+  _check("TASK_FEATURE_LENGTHS", isinstance(task_feature_lengths, dict)
+         and set(task_feature_lengths) == {"queries", "passages"}
+         and all(_is_int(v, 2) for v in task_feature_lengths.values()), task_feature_lengths,
+         "must be {'queries': Lq, 'passages': Lp}, ints >= 2 (room for a token and EOS).")
+  _check("NUM_NEGATIVES", _is_int(num_negatives, 0), num_negatives, "must be an int >= 0.")
+  _check("LEARNING_RATE", isinstance(learning_rate, (int, float)) and learning_rate > 0
+         and math.isfinite(learning_rate), learning_rate, "must be a finite number > 0.")
+  _check("WARMUP_STEPS", _is_int(warmup_steps, 0) and warmup_steps < train_steps, warmup_steps,
+         f"must be an int in [0, TRAIN_STEPS={train_steps}).")
+  _check("SEED", _is_int(seed, 0), seed, "must be an int >= 0.")
   loss_options = dict(temperature=temperature, same_tower=same_tower,
                       bidirectional=bidirectional, pair_alpha=pair_alpha)
+  try:
+    losses.check_options(**loss_options)
+  except ValueError as e:
+    raise ValueError(f"TEMPERATURE={temperature!r}, SAME_TOWER={same_tower!r}, BIDIRECTIONAL="
+                     f"{bidirectional!r}, PAIR_ALPHA={pair_alpha!r}: {e}") from None
   retrieval_sets = {name: eval_sets_lib.get(name) for name in eval_tasks}  # read them now
   model_dir = pathlib.Path(model_dir)
-  model_dir.mkdir(parents=True, exist_ok=True)
-  if jax.process_index() == 0:
-    (model_dir / "config.gin").write_text(gin.operative_config_str())
 
   # --- Mesh --------------------------------------------------------------------------------
   mesh = partitioning.create_mesh(num_partitions)
   rules = partitioning.standard_logical_axis_rules()
   _check("BATCH_SIZE", batch_size % mesh.shape["data"] == 0, batch_size,
          f"must be a multiple of the {mesh.shape['data']} data-parallel devices.")
+  _check("GRAD_CACHE_CHUNK", grad_cache_chunk is None or (
+      _is_int(grad_cache_chunk) and batch_size % grad_cache_chunk == 0
+      and grad_cache_chunk % mesh.shape["data"] == 0), grad_cache_chunk,
+      f"must be None or a positive int that divides BATCH_SIZE={batch_size} and is a"
+      f" multiple of the {mesh.shape['data']} data-parallel devices.")
   _LOG.info("Mesh %s over %d devices of %d processes.", dict(mesh.shape), jax.device_count(),
             jax.process_count())
 
@@ -122,20 +162,27 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
     unmasked = loss_fn
     loss_fn = lambda q, p, *, negative_emb=None, query_ids=None, passage_ids=None: unmasked(
         q, p, negative_emb=negative_emb)
-  step_fn = trainer.make_train_step(model, optimizer, loss_fn, schedule, dropout_seed=seed)
+  step_fn = trainer.make_train_step(model, optimizer, loss_fn, schedule, dropout_seed=seed,
+                                    grad_cache_chunk=grad_cache_chunk)
+  if skip_nonfinite_steps:
+    step_fn = trainer.skip_nonfinite(step_fn)
 
   # --- Data ----------------------------------------------------------------------------------
   data = dict(task_feature_lengths=task_feature_lengths, num_negatives=num_negatives)
   batches = inputs.GlobalBatches(mixture_or_task_name, "train", global_batch_size=batch_size,
-                                 mesh=mesh, seed=seed, **data)
+                                 mesh=mesh, num_shards=input_shards, seed=seed, **data)
   splits = seqio.get_mixture_or_task(mixture_or_task_name).splits
   _check("EVAL_SPLIT", eval_split is None or eval_split in splits, eval_split,
          f"is not a split of {mixture_or_task_name} ({sorted(splits)}); None: no evaluation.")
 
   # --- State: restore, or initialise (and load pretrained weights) ---------------------------
-  checkpoints = ocp.CheckpointManager(
-      (model_dir / "checkpoints").absolute(),
-      options=ocp.CheckpointManagerOptions(max_to_keep=keep_checkpoints, create=True))
+  model_dir.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:
+    _write_atomically(model_dir / "config.gin", gin.operative_config_str())
+  checkpoints = ocp.CheckpointManager(  # a save that a crash cut short is a temporary folder:
+      (model_dir / "checkpoints").absolute(),  # never restored, removed here
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep_checkpoints, create=True,
+                                           cleanup_tmp_directories=True))
   positions = model_dir / "input_positions"
   restored = checkpoints.latest_step()
   state, shardings = trainer.create_train_state(
@@ -158,19 +205,27 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
   params_norm = jax.jit(optax.global_norm)
 
   def finite_values(step, metrics) -> dict[str, float]:
-    """The metrics as floats; TrainingError if one is not finite."""
+    """The metrics as floats; TrainingError if one is not finite (in a step not skipped)."""
     values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    if not all(math.isfinite(v) for v in values.values()):
+    if not values.get("skipped") and not all(math.isfinite(v) for v in values.values()):
       raise TrainingError(
           f"non-finite training metrics at step {step}: {values}. The last good"
-          f" checkpoint (step {checkpoints.latest_step()}) is kept in {model_dir}.")
+          f" checkpoint (step {checkpoints.latest_step()}) is kept in {model_dir}"
+          " (SKIP_NONFINITE = True skips such steps instead).")
     return values
 
-  def save(state, metrics):
+  def log_ids(step, batch):
+    ids = {k: multihost_utils.process_allgather(batch[k], tiled=True).tolist()
+           for k in ("query_ids", "passage_ids")}
+    if jax.process_index() == 0:  # one unbuffered write: a line is whole even after a kill
+      with (model_dir / "example_ids.jsonl").open("ab", buffering=0) as f:
+        f.write((json.dumps(dict(step=step, **ids)) + "\n").encode())
+
+  def save(state):
     step = int(state.step)
     if checkpoints.latest_step() == step:
       return
-    finite_values(step, dict(metrics, params_norm=params_norm(state.params)))
+    finite_values(step, {"params_norm": params_norm(state.params)})
     (positions / str(step)).mkdir(parents=True, exist_ok=True)
     batches.save(positions / str(step))  # before the checkpoint that refers to it
     checkpoints.save(step, args=ocp.args.StandardSave(state))
@@ -226,7 +281,7 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
   last = train_steps if steps_per_run is None else min(train_steps,
                                                         int(state.step) + steps_per_run)
   start_time, start_step = time.perf_counter(), int(state.step)
-  metrics = {}
+  metrics, skipped, skipped_total = {}, 0, 0  # skipped: since the last summary; in all
 
   def stopping() -> bool:  # every process stops at the same step
     flag = np.int32(stop["signal"] is not None)
@@ -236,25 +291,33 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
 
   try:
     while int(state.step) < last and not stopping():
-      state, metrics = train_step(state, next(batches))
+      batch = next(batches)
+      if log_example_ids:
+        log_ids(int(state.step) + 1, batch)
+      state, metrics = train_step(state, batch)
       step = int(state.step)
+      values = finite_values(step, metrics)  # every step: a non-finite one stops the run
+      skipped += int(values.pop("skipped", 0))
       if step % log_period == 0 or step == train_steps:
-        values = finite_values(step, metrics)
         rate = (step - start_step) * batch_size / (time.perf_counter() - start_time)
         eta = (train_steps - step) * batch_size / max(rate, 1e-9)
         _LOG.info("step %d/%d  loss %.4f  acc %.3f  mrr %.3f  lr %.2e  %.0f examples/s  ETA"
-                  " %.0f s", step, train_steps, values["loss"], values["accuracy_qp"],
-                  values["mrr_qp"], values["learning_rate"], rate, eta)
+                  " %.0f s%s", step, train_steps, values["loss"], values["accuracy_qp"],
+                  values["mrr_qp"], values["learning_rate"], rate, eta,
+                  f"  skipped {skipped}" if skipped else "")
+        if skip_nonfinite_steps:
+          values["skipped_steps"] = skipped
         _write_summaries(writer, step, dict(values, examples_per_second=rate))
         start_time, start_step = time.perf_counter(), step
+        skipped_total, skipped = skipped_total + skipped, 0
       if step % checkpoint_period == 0 or step == train_steps:
-        save(state, metrics)
+        save(state)
       if step % eval_period == 0 and step != train_steps and stop["signal"] is None:
         _write_summaries(writer, step, evaluate(state.params))
     if int(state.step) < train_steps:
       reason = f"signal {stop['signal']}" if stop["signal"] else f"steps_per_run={steps_per_run}"
       _LOG.warning("%s: saving step %d and stopping.", reason, int(state.step))
-      save(state, metrics)
+      save(state)
       return {"step": int(state.step)}
   finally:
     signal.signal(signal.SIGTERM, previous)
@@ -262,12 +325,22 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
 
   # --- End: evaluation and metrics.json -------------------------------------------------------
   final = dict(evaluate(state.params), step=int(state.step))
-  final.update({f"train/{k}": float(v) for k, v in jax.device_get(metrics).items()})
+  final.update({f"train/{k}": float(v) for k, v in jax.device_get(metrics).items()
+                if k != "skipped"})
+  if skip_nonfinite_steps:
+    final["train/skipped_steps"] = skipped_total
   _write_summaries(writer, int(state.step), final)
   if jax.process_index() == 0:
-    (model_dir / "metrics.json").write_text(json.dumps(final, indent=2, sort_keys=True))
+    _write_atomically(model_dir / "metrics.json", json.dumps(final, indent=2, sort_keys=True))
   _LOG.info("Done: %s", json.dumps(final, sort_keys=True))
   return final
+
+
+def _write_atomically(path: pathlib.Path, text: str) -> None:
+  """Writes `path` whole or not at all (a crash leaves the old file or none)."""
+  temporary = path.with_name(path.name + ".tmp")
+  temporary.write_text(text)
+  os.replace(temporary, path)
 
 
 def _write_summaries(writer, step: int, values: dict[str, float]) -> None:
@@ -289,6 +362,9 @@ def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
                       " several processes (as T5X's flag); SLURM and Open MPI jobs need none")
   parser.add_argument("--process_count", type=int, help="processes in all")
   parser.add_argument("--process_index", type=int, help="this process's index")
+  parser.add_argument("--heartbeat_timeout_seconds", type=int, default=100,
+                      help="a process silent this long (dead, preempted) ends the others' run"
+                      " with an error (JAX's coordination service; its default)")
   args, rest = parser.parse_known_args(argv)
   args.gin_bindings = []
   for arg in rest:
@@ -321,11 +397,12 @@ def setup_logging() -> None:
 
 def initialize_processes(args: argparse.Namespace) -> None:
   """jax.distributed.initialize for a run on several processes (flags, SLURM or Open MPI)."""
+  timeout = dict(heartbeat_timeout_seconds=args.heartbeat_timeout_seconds)
   if args.coordinator_address:
     jax.distributed.initialize(args.coordinator_address, args.process_count,
-                               args.process_index)
+                               args.process_index, **timeout)
   elif "SLURM_JOB_ID" in os.environ or "OMPI_COMM_WORLD_SIZE" in os.environ:
-    jax.distributed.initialize()  # JAX reads the cluster's own variables
+    jax.distributed.initialize(**timeout)  # JAX reads the cluster's own variables
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

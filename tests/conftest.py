@@ -25,3 +25,22 @@ def shared_data():
   if not SHARED_DATA.is_dir():
     pytest.skip(f"no real data at {SHARED_DATA}")
   return SHARED_DATA
+
+
+
+@pytest.fixture(scope="session")
+def subprocess_env(tmp_path_factory) -> dict[str, str]:
+  """Environment variables of training subprocesses: TFDS_DATA_DIR holding the quickstart
+  set, built once (a run on several processes needs its data prepared beforehand), and one
+  JAX compilation cache for all (a restarted run compiles nothing again)."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  import samtone_jax.tasks  # pylint: disable=g-import-not-at-top,unused-import
+  from samtone_jax import inputs  # pylint: disable=g-import-not-at-top
+  tfds_dir = tmp_path_factory.mktemp("quickstart_tfds")
+  seqio.set_tfds_data_dir_override(str(tfds_dir))
+  try:
+    inputs.prepare("stdlib_code_search")
+  finally:
+    seqio.set_tfds_data_dir_override(None)
+  return {"TFDS_DATA_DIR": str(tfds_dir),
+          "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache"))}

@@ -4,11 +4,8 @@ the single-process loss. Every run is bounded in time: a process that fails or h
 the test, and its peer is killed."""
 
 import os
-import pathlib
-import socket
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -16,15 +13,9 @@ import numpy as np
 
 from samtone_jax import losses
 from tests import multiprocess_loss_worker as worker
+from tests import processes
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEADLINE_S = 240
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def _launch(tmp_path, port, process_id, *extra):
@@ -33,38 +24,15 @@ def _launch(tmp_path, port, process_id, *extra):
   proc = subprocess.Popen(
       [sys.executable, "-m", "tests.multiprocess_loss_worker", f"--process_id={process_id}",
        f"--port={port}", f"--out={tmp_path / f'process{process_id}.npz'}", *extra],
-      cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+      cwd=processes.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
   return proc
 
 
-def _wait_all(procs, deadline_s):
-  """Waits for every process; kills the rest as soon as one fails or time runs out.
-
-  Returns the exit codes (None for a process that was killed) and the seconds waited."""
-  start = time.monotonic()
-  try:
-    while time.monotonic() - start < deadline_s:
-      codes = [p.poll() for p in procs]
-      if all(c is not None for c in codes) or any(c not in (None, 0) for c in codes):
-        break
-      time.sleep(0.2)
-    return [p.poll() for p in procs], time.monotonic() - start
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-        p.wait()
-
-
-def _logs(tmp_path):
-  return "\n".join(f"--- {f.name}\n{f.read_text()[-3000:]}" for f in sorted(tmp_path.glob("*.log")))
-
-
 def test_two_processes_equal_one(tmp_path):
-  port = _free_port()
+  port = processes.free_port()
   procs = [_launch(tmp_path, port, i) for i in range(worker.NUM_PROCESSES)]
-  codes, _ = _wait_all(procs, DEADLINE_S)
-  assert codes == [0] * worker.NUM_PROCESSES, _logs(tmp_path)
+  codes, _ = processes.wait_all(procs, DEADLINE_S)
+  assert codes == [0] * worker.NUM_PROCESSES, processes.logs(tmp_path)
 
   arrays = {k: jnp.asarray(v) for k, v in worker.global_batch().items()}
   floats = ("query_emb", "passage_emb", "negative_emb")
@@ -87,13 +55,14 @@ def test_two_processes_equal_one(tmp_path):
 def test_a_dead_peer_ends_the_other_process(tmp_path):
   """Process 1 dies after joining; process 0, blocked in the collectives, exits by itself
   (the coordination service's heartbeat, 10 s in the worker) instead of hanging."""
-  port = _free_port()
+  port = processes.free_port()
   procs = [_launch(tmp_path, port, 0), _launch(tmp_path, port, 1, "--exit_after_initialize")]
-  assert procs[1].wait(timeout=DEADLINE_S) == 3, _logs(tmp_path)
+  assert procs[1].wait(timeout=DEADLINE_S) == 3, processes.logs(tmp_path)
   try:
     code = procs[0].wait(timeout=120)
   except subprocess.TimeoutExpired:
     procs[0].kill()
-    raise AssertionError("process 0 still ran 120 s after its peer died\n" + _logs(tmp_path))
-  assert code != 0, _logs(tmp_path)
-  assert "another task died" in (tmp_path / "process0.log").read_text(), _logs(tmp_path)
+    raise AssertionError("process 0 still ran 120 s after its peer died\n"
+                         + processes.logs(tmp_path))
+  assert code != 0, processes.logs(tmp_path)
+  assert "another task died" in (tmp_path / "process0.log").read_text(), processes.logs(tmp_path)

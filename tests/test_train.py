@@ -1,8 +1,10 @@
 """The training entry point: gin, resume, SIGTERM, clear start-up errors, non-finite stops."""
 
+import itertools
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +18,7 @@ import pytest
 import seqio
 
 import samtone_jax.tasks  # pylint: disable=unused-import
-from samtone_jax import train
+from samtone_jax import evaluate, inputs, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY_RUN = ["TRAIN_STEPS = 12", "BATCH_SIZE = 16", "CHECKPOINT_PERIOD = 4", "EVAL_PERIOD = 4",
@@ -45,9 +47,9 @@ def _run(model_dir, *bindings):
 
 
 def _params(model_dir, step):
-  restored = ocp.CheckpointManager(pathlib.Path(model_dir).absolute() / "checkpoints").restore(
-      step)
-  return restored["params"]
+  """The parameters of a checkpoint, whatever devices and processes saved it (as the evaluate
+  command reads them; the model is only needed for pretrained folders)."""
+  return evaluate.load_params(None, pathlib.Path(model_dir) / "checkpoints" / str(step), {})
 
 
 def test_resumed_run_equals_uninterrupted_run(tfds_dir, tmp_path):
@@ -70,24 +72,100 @@ def test_resumed_run_equals_uninterrupted_run(tfds_dir, tmp_path):
   assert resumed["train/loss"] == pytest.approx(whole["train/loss"], rel=1e-5)
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tfds_dir, tmp_path):
-  with pytest.raises(train.TrainingError, match="non-finite training metrics at step 4"):
-    _run(tmp_path, "TEMPERATURE = 1e-30")
-  assert not (tmp_path / "checkpoints" / "4").exists()
+@pytest.fixture
+def poison(monkeypatch):
+  """poison(k): the k-th batch that training draws has a token id outside the vocabulary,
+  which embeds as NaN (as a batch tokenised with another vocabulary would)."""
+  def arm(k):
+    draw, count = inputs.GlobalBatches.__next__, itertools.count(1)
+
+    def poisoned(self):
+      batch = draw(self)
+      if next(count) == k:
+        queries = np.array(batch["queries"])
+        queries[0, 0] = 10**6
+        batch["queries"] = jax.device_put(queries, batch["queries"].sharding)
+      return batch
+
+    monkeypatch.setattr(inputs.GlobalBatches, "__next__", poisoned)
+  return arm
+
+
+NO_EVALUATION = ("EVAL_SPLIT = None", "EVAL_TASKS = []")
+
+
+def test_a_poisoned_batch_stops_the_run_naming_its_step(tfds_dir, tmp_path, poison):
+  poison(6)
+  with pytest.raises(train.TrainingError, match="non-finite training metrics at step 6"):
+    _run(tmp_path, *NO_EVALUATION)
+  assert ocp.CheckpointManager(tmp_path.absolute() / "checkpoints").all_steps() == [4]
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(_params(tmp_path, 4)))
+  assert not (tmp_path / "metrics.json").exists()
+
+
+def _summaries(model_dir, tag) -> dict[int, float]:
+  """{step: value} of a scalar in MODEL_DIR/summaries."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  values = {}
+  for path in (model_dir / "summaries").glob("events.out.tfevents*"):
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      for value in event.summary.value:
+        if value.tag == tag:
+          values[event.step] = float(tf.make_ndarray(value.tensor))
+  return values
+
+
+def test_skip_nonfinite_goes_on_and_counts_the_poisoned_step(tfds_dir, tmp_path, poison):
+  poison(6)
+  final = _run(tmp_path, *NO_EVALUATION, "SKIP_NONFINITE = True")
+  assert final["step"] == 12 and final["train/skipped_steps"] == 1
+  assert json.loads((tmp_path / "metrics.json").read_text())["train/skipped_steps"] == 1
+  assert _summaries(tmp_path, "skipped_steps") == {4: 0, 8: 1, 12: 0}
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(_params(tmp_path, 12)))
 
 
 @pytest.mark.parametrize("binding, message", [
     ("t5.T5Config.d_modle = 32", "d_modle"),
     ("BATCH_SIZE = 12", "multiple of the 8 data-parallel devices"),
-    ("TRAIN_STEPS = 0", "TRAIN_STEPS=0"),
     ("MIXTURE_OR_TASK_NAME = 'no_such_task'", "no_such_task"),
     ("EVAL_SPLIT = 'dev'", "not a split of stdlib_code_search"),
     ("EVAL_TASKS = ['stdlib_code_search_tset']", "no evaluation set 'stdlib_code_search_tset'"),
+    # Values out of range: a ValueError naming the macro or binding.
+    ("TRAIN_STEPS = 0", "TRAIN_STEPS=0"),
+    ("TRAIN_STEPS = -5", "TRAIN_STEPS=-5"),
+    ("BATCH_SIZE = 0", "BATCH_SIZE=0"),
+    ("BATCH_SIZE = 16.0", "BATCH_SIZE=16.0"),
+    ("TASK_FEATURE_LENGTHS = {'queries': -4, 'passages': 32}", "TASK_FEATURE_LENGTHS="),
+    ("TASK_FEATURE_LENGTHS = {'queries': 16, 'passages': 0}", "TASK_FEATURE_LENGTHS="),
+    ("TASK_FEATURE_LENGTHS = {'queries': 16}", "TASK_FEATURE_LENGTHS="),
+    ("TASK_FEATURE_LENGTHS = {'queries': 16, 'passage': 32}", "TASK_FEATURE_LENGTHS="),
+    ("TEMPERATURE = 0", "TEMPERATURE=0"),
+    ("TEMPERATURE = -0.05", "TEMPERATURE=-0.05"),
+    ("TEMPERATURE = 1e999", "TEMPERATURE=inf"),
+    ("SAME_TOWER = 'queries'", "SAME_TOWER='queries'"),
+    ("PAIR_ALPHA = 1.5", "PAIR_ALPHA=1.5"),
+    ("NUM_NEGATIVES = -1", "NUM_NEGATIVES=-1"),
+    ("LEARNING_RATE = 0", "LEARNING_RATE=0"),
+    ("LEARNING_RATE = -1e-3", "LEARNING_RATE=-0.001"),
+    ("WARMUP_STEPS = 12", "WARMUP_STEPS=12"),
+    ("NUM_PARTITIONS = 0", "NUM_PARTITIONS=0"),
+    ("NUM_PARTITIONS = 3", "NUM_PARTITIONS=3"),
+    ("GRAD_CACHE_CHUNK = 12", "GRAD_CACHE_CHUNK=12: must be None or a positive int that divides"),
+    ("GRAD_CACHE_CHUNK = 4", "GRAD_CACHE_CHUNK=4"),  # fewer than the 8 data-parallel devices
+    ("GRAD_CACHE_CHUNK = 0", "GRAD_CACHE_CHUNK=0"),
+    ("CHECKPOINT_PERIOD = 0", "CHECKPOINT_PERIOD=0"),
+    ("EVAL_PERIOD = -1", "EVAL_PERIOD=-1"),
+    ("train_lib.train.keep_checkpoints = 0", "keep_checkpoints=0"),
+    ("train_lib.train.steps_per_run = 0", "steps_per_run=0"),
+    ("train_lib.train.input_shards = 3", "multiple of the 3 input shards"),
 ])
-def test_bad_configuration_fails_at_start_up(tfds_dir, tmp_path, binding, message):
-  with pytest.raises(Exception, match=message):
-    _run(tmp_path, binding)
-  assert not (tmp_path / "checkpoints").exists()
+def test_bad_configuration_fails_before_anything_is_compiled(tfds_dir, tmp_path, binding,
+                                                             message):
+  """A ValueError (KeyError for an unknown name) naming the value, before MODEL_DIR is
+  created: the train state, the first thing compiled, is made after that."""
+  with pytest.raises((ValueError, KeyError), match=re.escape(message)):
+    _run(tmp_path / "run", binding)
+  assert not (tmp_path / "run").exists()
 
 
 def test_sigterm_writes_a_checkpoint_and_exits(tmp_path):

@@ -73,3 +73,25 @@ def test_abstract_state_has_the_shapes_and_shardings_and_no_arrays():
   for a, r in zip(jax.tree.leaves(abstract), jax.tree.leaves(real)):
     assert isinstance(a, jax.ShapeDtypeStruct)
     assert (a.shape, a.dtype, a.sharding) == (r.shape, r.dtype, r.sharding)
+
+
+def test_skip_nonfinite_keeps_the_state_when_the_loss_or_gradient_is_not_finite():
+  """The guarded step advances the step count; for a non-finite loss or gradient norm it
+  keeps parameters and optimizer state as they were and reports `skipped` = 1."""
+  def step(state, batch):  # a stand-in for make_train_step's: loss and gradient from `batch`
+    new = trainer.TrainState(step=state.step + 1, params=state.params + batch["grad"],
+                             opt_state=state.opt_state + 1.0)
+    return new, {"loss": batch["loss"], "grad_norm": jnp.linalg.norm(batch["grad"])}
+
+  guarded = jax.jit(trainer.skip_nonfinite(step))
+  state = trainer.TrainState(step=jnp.int32(4), params=jnp.ones(3), opt_state=jnp.zeros(3))
+  for loss, grad in ((jnp.nan, jnp.ones(3)), (1.0, jnp.array([0.0, jnp.inf, 0.0]))):
+    kept, metrics = guarded(state, {"loss": jnp.float32(loss), "grad": grad})
+    assert int(kept.step) == 5 and float(metrics["skipped"]) == 1.0
+    np.testing.assert_array_equal(kept.params, state.params)
+    np.testing.assert_array_equal(kept.opt_state, state.opt_state)
+  taken, metrics = guarded(state, {"loss": jnp.float32(2.0), "grad": jnp.ones(3)})
+  want, _ = step(state, {"loss": 2.0, "grad": jnp.ones(3)})
+  assert int(taken.step) == 5 and float(metrics["skipped"]) == 0.0
+  np.testing.assert_array_equal(taken.params, want.params)
+  np.testing.assert_array_equal(taken.opt_state, want.opt_state)

@@ -1,0 +1,60 @@
+"""Helpers of the tests that run JAX in subprocesses: free ports, `python -m
+samtone_jax.train` of the tiny run on N simulated CPU devices, bounded waits, logs."""
+
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+
+from tests.test_train import TINY_RUN
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# The tiny run of test_train, without evaluation, as command-line flags.
+TINY_FLAGS = ["--gin_file=experiments/quickstart.gin", *(f"--gin.{b}" for b in TINY_RUN),
+              "--gin.EVAL_SPLIT=None", "--gin.EVAL_TASKS=[]"]
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def start_training(model_dir, log, *flags: str, env: dict[str, str],
+                   devices: int = 1) -> subprocess.Popen:
+  """`python -m samtone_jax.train` of the tiny run into `model_dir` on `devices` simulated
+  CPU devices, with the variables `env` (conftest's `subprocess_env`), output to file `log`."""
+  with open(log, "a") as out:
+    return subprocess.Popen(
+        [sys.executable, "-m", "samtone_jax.train", *TINY_FLAGS,
+         f"--gin.MODEL_DIR='{model_dir}'", *flags], cwd=ROOT,
+        env=dict(os.environ, **env, JAX_PLATFORMS="cpu",
+                 XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}"),
+        stdout=out, stderr=subprocess.STDOUT)
+
+
+def wait_all(procs, deadline_s: float):
+  """Waits for every process; kills the rest as soon as one fails or time runs out.
+
+  Returns the exit codes (None for a process that was killed) and the seconds waited."""
+  start = time.monotonic()
+  try:
+    while time.monotonic() - start < deadline_s:
+      codes = [p.poll() for p in procs]
+      if all(c is not None for c in codes) or any(c not in (None, 0) for c in codes):
+        break
+      time.sleep(0.2)
+    return [p.poll() for p in procs], time.monotonic() - start
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+
+
+def logs(folder) -> str:
+  """The ends of the *.log files in `folder`, for assertion messages."""
+  return "\n".join(f"--- {f.name}\n{f.read_text(errors='replace')[-3000:]}"
+                   for f in sorted(pathlib.Path(folder).glob("*.log")))
