@@ -21,7 +21,6 @@ do more than one run on both). Writes OUT/replication.json and OUT/replication.m
 """
 
 import argparse
-import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -66,13 +65,12 @@ class Run:
 
 
 def grid(seeds: int) -> list[Run]:
-  """The table's runs and Section 3.4's, seed by seed (a partial study has whole seeds)."""
-  runs = []
-  for s in range(seeds):
-    runs += [Run(f"{a}_{l}_seed{s}", a, l, s) for a in ARCHITECTURES for l in LOSSES]
-    runs += [Run(f"s34_{l}_{'masked' if m else 'unmasked'}_seed{s}", "ade_spl", l, s,
-                 task="stdlib_code_search_sentences", mask_duplicates=m)
-             for l in SECTION_3_4_LOSSES for m in (False, True)]
+  """The table's runs seed by seed (a partial table has whole seeds), then Section 3.4's."""
+  runs = [Run(f"{a}_{l}_seed{s}", a, l, s)
+          for s in range(seeds) for a in ARCHITECTURES for l in LOSSES]
+  runs += [Run(f"s34_{l}_{'masked' if m else 'unmasked'}_seed{s}", "ade_spl", l, s,
+               task="stdlib_code_search_sentences", mask_duplicates=m)
+           for s in range(seeds) for l in SECTION_3_4_LOSSES for m in (False, True)]
   return runs
 
 
@@ -249,14 +247,14 @@ def main() -> None:
   subprocess.run([sys.executable, "-m", "samtone_jax.prepare_data",
                   *sorted({run.task for run in runs})], check=True)
   print(f"{len(runs)} runs in {out}, {args.workers} at a time, on {machine()}", flush=True)
-  with concurrent.futures.ProcessPoolExecutor(
-      args.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
-      max_tasks_per_child=8) as pool:
-    futures = {pool.submit(train_run, run, out, tuple(args.gin)): run for run in runs}
-    for future in concurrent.futures.as_completed(futures):
-      run = futures[future]
+  # Fresh workers every few runs bound what a long study's processes accumulate
+  # (concurrent.futures' max_tasks_per_child hangs on Python 3.11 once all workers retire).
+  with multiprocessing.get_context("spawn").Pool(args.workers, _worker_init,
+                                                 maxtasksperchild=4) as pool:
+    pending = {run: pool.apply_async(train_run, (run, out, tuple(args.gin))) for run in runs}
+    for run, result in pending.items():
       try:
-        results[run.name] = future.result()
+        results[run.name] = result.get()
       except Exception as e:  # pylint: disable=broad-except
         failed[run.name] = f"{type(e).__name__}: {e}"
         print(f"FAILED {run.name}: {failed[run.name]} (log: {out / run.name / 'train.log'})",
