@@ -133,6 +133,8 @@ def test_killed_and_resumed_training_equals_an_uninterrupted_run(subprocess_env,
   manager = ocp.CheckpointManager((crashed / "checkpoints").absolute())
   folders = sorted(p.name for p in (crashed / "checkpoints").iterdir())
   assert folders == sorted(str(s) for s in manager.all_steps()), folders  # no temporary
-  for step in manager.all_steps():
-    assert all(np.isfinite(x).all() for x in jax.tree.leaves(_params(crashed, step)))
+  for step in manager.all_steps():  # the whole train state, optimizer included
+    state = manager.restore(step)
+    assert int(state["step"]) == step
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(state))
   assert sorted(p.name for p in (crashed / "input_positions").iterdir()) == folders
