@@ -10,14 +10,16 @@ d_model 64; 400 steps of batch 64; passages of 64 tokens):
   deviation over the seeds;
 - Section 3.4: ADE-SPL x {in-batch softmax, document-side SamToNe} x {duplicate masking off,
   on} on `stdlib_code_search_sentences`, where each function comes with several docstring
-  sentences (few unique passages), scored on the same test set;
+  sentences (few unique passages), scored on the same test set and on the variant's own
+  (`stdlib_code_search_sentences_test`);
 - the analysis figures (samtone_jax.analysis) of ADE-SPL, in-batch softmax against SamToNe,
   seed 0.
 
 Each run is a training MODEL_DIR under --out. A run with a metrics.json is done and is
 skipped; an interrupted one resumes from its checkpoint: after a crash, rerun the command.
 `--workers` runs go in parallel, each on one CPU thread (on 2 cores, two one-thread runs
-do more than one run on both). Writes OUT/replication.json and OUT/replication.md.
+do more than one run on both). Writes OUT/replication.json, OUT/replication.md (the README's
+tables) and OUT/figures/.
 """
 
 import argparse
