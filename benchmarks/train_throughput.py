@@ -1,0 +1,335 @@
+"""Training throughput: this project's train step against sentence-transformers, and MFU.
+
+In one process, on one machine, interleaved round by round (ours, theirs, the matmul rate):
+- ours: the jit-compiled train step (`trainer.make_train_step`: forward, SamToNe loss,
+  backward, Adafactor update) of a symmetric dual encoder on T5 v1.1 towers;
+- theirs: sentence-transformers' `MultipleNegativesRankingLoss` with
+  `directions=("query_to_doc", "query_to_query")` (query-side SamToNe in one joint softmax)
+  on a Hugging Face `T5EncoderModel` of the same sizes, with mean pooling, the same
+  projection and normalisation, and torch's Adafactor;
+- the machine's dense matmul rate: a large square matrix product in JAX (float32 on CPU,
+  bfloat16 on GPU).
+Both train steps see the same random token ids (no padding), the same batch and lengths, and
+the same loss: SamToNe on the query side in the query->passage direction only (the
+sentence-transformers loss has no separate passage->query term), temperature 0.01.
+
+Model FLOPs utilisation (MFU) = 6 x (parameters other than the token embedding) x (tokens a
+step) / step time / matmul rate, the usual count of the forward and backward matrix
+products (attention's own products, 1-4% here, are not counted). On a GPU it is also given
+against the card's nominal bfloat16 dense peak.
+
+  python benchmarks/train_throughput.py [--size small] [--batch 64] [--lengths 32,128]
+      [--dtype float32|bfloat16] [--steps 5] [--skip_torch] [--out PATH]
+
+Imports only samtone_jax's model, loss, trainer, optimizer and partitioning modules (no gin,
+SeqIO or TensorFlow), so it runs wherever JAX, Flax, optax (and, for the comparison, torch,
+transformers and sentence-transformers) are installed. Writes
+benchmarks/results/train_throughput.json (or --out).
+"""
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import platform
+import statistics
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from samtone_jax import dual_encoder, losses, optimizers, partitioning, t5, trainer
+
+# T5 v1.1 encoder sizes (gin_configs/models/t5_1_1_*.gin): head dim 64, vocabulary 32128.
+SIZES = {
+    "small": dict(d_model=512, d_ff=1024, num_heads=6, num_layers=8),
+    "base": dict(d_model=768, d_ff=2048, num_heads=12, num_layers=12),
+    "large": dict(d_model=1024, d_ff=2816, num_heads=16, num_layers=24),
+}
+VOCAB, HEAD_DIM, EMBEDDING_DIM, TEMPERATURE = 32128, 64, 768, 0.01
+LOSS = dict(temperature=TEMPERATURE, same_tower="query", bidirectional=False)
+# Nominal dense bfloat16 peaks (FLOP/s, without sparsity) by device kind.
+NOMINAL_BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+QUIET = 0.05  # a round is quiet when other processes took less of the machine than this
+
+
+def random_batch(batch: int, lengths: tuple[int, int], seed: int = 0) -> dict[str, np.ndarray]:
+  """Token ids in [1, VOCAB) without padding: {"queries": [B, Lq], "passages": [B, Lp]}."""
+  rng = np.random.default_rng(seed)
+  return {name: rng.integers(1, VOCAB, (batch, length)).astype(np.int32)
+          for name, length in zip(("queries", "passages"), lengths)}
+
+
+def jax_model(size: str, dtype: str) -> dual_encoder.DualEncoder:
+  config = t5.T5Config(vocab_size=VOCAB, head_dim=HEAD_DIM, dtype=dtype, **SIZES[size])
+  return dual_encoder.DualEncoder(config, "sde", embedding_dim=EMBEDDING_DIM)
+
+
+def jax_train_step(size: str, batch: dict[str, np.ndarray], dtype: str,
+                   grad_cache_chunk=None):
+  """Our compiled train step on all devices, ready to run: (run, non-embedding parameters,
+  the compiled step's FLOPs by XLA's cost analysis or None). `run()` takes one step and
+  waits for it."""
+  model = jax_model(size, dtype)
+  mesh = partitioning.create_mesh()
+  rules = partitioning.standard_logical_axis_rules()
+  schedule = optimizers.linear_decay_schedule(1e-3, 10_000)
+  optimizer = optimizers.adafactor(schedule)
+  state, shardings = trainer.create_train_state(model, optimizer, jax.random.key(0), batch,
+                                                mesh, rules)
+  step = trainer.make_train_step(model, optimizer, losses.sharded_contrastive_loss(mesh, **LOSS),
+                                 schedule, grad_cache_chunk=grad_cache_chunk)
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  batch = {k: jax.device_put(v, sharding) for k, v in batch.items()}
+  with jax.set_mesh(mesh):
+    compiled = jax.jit(step, donate_argnums=(0,)).lower(state, batch).compile()
+  try:
+    flops = float(compiled.cost_analysis()["flops"])
+  except (KeyError, TypeError, IndexError):
+    flops = None
+  params = sum(x.size for path, x in jax.tree_util.tree_leaves_with_path(state.params)
+               if "token_embedding" not in jax.tree_util.keystr(path))
+  holder = {"state": state}
+
+  def run():
+    holder["state"], metrics = compiled(holder["state"], batch)
+    jax.block_until_ready(metrics)
+
+  return run, params, flops
+
+
+def torch_train_step(size: str, batch: dict[str, np.ndarray], dtype: str, device: str):
+  """sentence-transformers' train step on a T5EncoderModel of the same sizes: (run, model
+  parameters other than the token embedding)."""
+  import tokenizers
+  import torch
+  import transformers
+  import sentence_transformers
+  try:
+    from sentence_transformers.sentence_transformer import losses as st_losses
+    from sentence_transformers.sentence_transformer import modules
+  except ImportError:  # releases before the modules moved
+    from sentence_transformers import losses as st_losses, models as modules
+
+  dims = SIZES[size]
+  config = transformers.T5Config(
+      vocab_size=VOCAB, d_model=dims["d_model"], d_ff=dims["d_ff"], d_kv=HEAD_DIM,
+      num_heads=dims["num_heads"], num_layers=dims["num_layers"],
+      feed_forward_proj="gated-gelu", dropout_rate=0.0, relative_attention_num_buckets=32,
+      relative_attention_max_distance=128)
+  torch.manual_seed(0)
+  folder = tempfile.mkdtemp(prefix="t5_encoder_")
+  transformers.T5EncoderModel(config).save_pretrained(folder)
+  # Transformer() loads a tokenizer from the folder; the step feeds token ids directly.
+  vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+  transformers.PreTrainedTokenizerFast(
+      tokenizer_object=tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, "<unk>")),
+      pad_token="<pad>", eos_token="</s>", unk_token="<unk>").save_pretrained(folder)
+  model = sentence_transformers.SentenceTransformer(modules=[
+      modules.Transformer(folder), modules.Pooling(dims["d_model"], pooling_mode="mean"),
+      modules.Dense(dims["d_model"], EMBEDDING_DIM, bias=False,
+                    activation_function=torch.nn.Identity()),
+      modules.Normalize()], device=device)
+  model.train()
+  loss = st_losses.MultipleNegativesRankingLoss(
+      model, scale=1.0 / TEMPERATURE, directions=("query_to_doc", "query_to_query"))
+  optimizer = torch.optim.Adafactor(model.parameters(), lr=1e-3)
+  features = [{"input_ids": torch.from_numpy(ids).long().to(device),
+               "attention_mask": torch.ones(ids.shape, dtype=torch.long, device=device)}
+              for ids in (batch["queries"], batch["passages"])]
+  autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16,
+                            enabled=dtype == "bfloat16")
+
+  def run():
+    with autocast:
+      value = loss(features, None)
+    value.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if device.startswith("cuda"):
+      torch.cuda.synchronize()
+
+  params = sum(p.numel() for name, p in model.named_parameters()
+               if "shared" not in name and "embed_tokens" not in name)
+  return run, params
+
+
+def matmul_rate(dtype: str, backend: str):
+  """`measure()` -> (FLOP/s, FLOP per CPU second of this process) of a large square matrix
+  product in JAX, timed over ~1 s."""
+  n = 4096 if backend == "cpu" else 8192
+  a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), dtype)
+  matmul = jax.jit(lambda x: x @ x)
+  jax.block_until_ready(matmul(a))
+  start = time.perf_counter()
+  jax.block_until_ready(matmul(a))
+  repeats = max(1, round(1.0 / (time.perf_counter() - start)))
+
+  def measure():
+    def products():  # one output alive at a time: all `repeats` of them would fill a GPU
+      for _ in range(repeats):
+        out = matmul(a)
+      jax.block_until_ready(out)
+    wall, cpu, others = seconds(products)
+    return repeats * 2 * n**3 / wall, repeats * 2 * n**3 / cpu, others
+
+  return measure
+
+
+def _cpu_seconds_since_boot():
+  """(busy, all) CPU seconds of the whole machine, all CPUs, from /proc/stat (None where
+  there is none)."""
+  try:
+    with open("/proc/stat", encoding="ascii") as f:
+      ticks = [int(x) for x in f.readline().split()[1:]]
+  except OSError:
+    return None
+  hz = os.sysconf("SC_CLK_TCK")
+  return (sum(ticks) - ticks[3] - ticks[4]) / hz, sum(ticks) / hz  # less idle and iowait
+
+
+def seconds(run) -> tuple[float, float, float]:
+  """(wall-clock seconds, CPU seconds of this process (all threads), the share of the
+  machine's CPU time that other processes took meanwhile (nan where unknown)) of `run()`."""
+  machine = _cpu_seconds_since_boot()
+  wall, cpu = time.perf_counter(), time.process_time()
+  run()
+  wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+  if machine is None:
+    return wall, cpu, math.nan
+  busy, total = (after - before for after, before in zip(_cpu_seconds_since_boot(), machine))
+  return wall, cpu, max(busy - cpu, 0.0) / total
+
+
+def summary(times: dict, rates: list, rounds: list[int], model_flops: float, batch: int,
+            clocks: list[str], nominal) -> dict:
+  """Medians over `rounds` of each contender's step: seconds, examples/s, MFU (each round's
+  step against the matmul rate measured beside it) and our speedup, for each clock."""
+  rows = {}
+  for name, measured in times.items():
+    rows[name] = row = {}
+    for c, clock in enumerate(clocks):
+      step = [measured[i][c] for i in rounds]
+      row[f"{clock}_seconds"] = statistics.median(step)
+      row[f"mfu_{clock}"] = statistics.median(model_flops / (t * rates[i][c])
+                                              for t, i in zip(step, rounds))
+      if name != "samtone_jax":
+        rows["samtone_jax"][f"speedup_{clock}"] = statistics.median(
+            measured[i][c] / times["samtone_jax"][i][c] for i in rounds)
+    row["examples_per_second"] = batch / row["wall_seconds"]
+    if nominal:
+      row["mfu_nominal_bf16_peak"] = model_flops / row["wall_seconds"] / nominal
+  return rows
+
+
+def print_table(rows: dict) -> None:
+  columns = [("wall_seconds", "step s", "{:.3f}"), ("examples_per_second", "examples/s",
+                                                    "{:.2f}"),
+             ("mfu_wall", "MFU", "{:.1%}"), ("speedup_wall", "x s-t", "{:.2f}"),
+             ("mfu_nominal_bf16_peak", "MFU/peak", "{:.1%}"), ("cpu_seconds", "CPU s", "{:.2f}"),
+             ("mfu_cpu", "MFU(CPU s)", "{:.1%}"), ("speedup_cpu", "x s-t(CPU s)", "{:.2f}")]
+  columns = [c for c in columns if any(c[0] in row for row in rows.values())]
+  print(f"{'':22}" + "".join(f"{title:>14}" for _, title, _ in columns))
+  for name, row in rows.items():
+    print(f"{name:22}" + "".join(f"{form.format(row[key]) if key in row else '':>14}"
+                                 for key, _, form in columns))
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--size", choices=sorted(SIZES), default="small")
+  parser.add_argument("--batch", type=int, default=64)
+  parser.add_argument("--lengths", default="32,128", help="query and passage lengths")
+  parser.add_argument("--dtype", choices=["float32", "bfloat16"],
+                      help="activations (parameters stay float32); default: float32 on CPU,"
+                           " bfloat16 on GPU")
+  parser.add_argument("--steps", type=int, default=5, help="timed rounds after compilation")
+  parser.add_argument("--grad_cache_chunk", type=int, help="our step with gradient caching")
+  parser.add_argument("--skip_torch", action="store_true", help="ours and the matmul rate only")
+  parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results"
+                                           / "train_throughput.json"))
+  args = parser.parse_args()
+  backend = jax.default_backend()
+  dtype = args.dtype or ("float32" if backend == "cpu" else "bfloat16")
+  lengths = tuple(int(x) for x in args.lengths.split(","))
+  batch = random_batch(args.batch, lengths)
+  tokens = args.batch * sum(lengths)
+  device_kind = jax.devices()[0].device_kind
+  print(f"backend {backend} ({jax.device_count()} x {device_kind}), T5 v1.1 {args.size}"
+        f" SDE, batch {args.batch}, lengths {lengths}, {dtype} activations", flush=True)
+
+  ours, params, xla_flops = jax_train_step(args.size, batch, dtype, args.grad_cache_chunk)
+  model_flops = 6 * params * tokens
+  contenders = {"samtone_jax": ours}
+  torch_threads = None
+  if not args.skip_torch:
+    import torch
+    torch_threads = torch.get_num_threads()
+    device = "cuda" if backend == "gpu" else "cpu"
+    theirs, torch_params = torch_train_step(args.size, batch, dtype, device)
+    if torch_params != params:
+      raise AssertionError(f"the models differ: {params} parameters here, {torch_params} in"
+                           " torch (token embeddings aside)")
+    contenders["sentence_transformers"] = theirs
+  rate = matmul_rate(dtype, backend)
+  for run in contenders.values():  # warm-up (and torch's first allocations)
+    run()
+
+  # Round by round: each step, then the matmul rate. Wall-clock figures are what a user
+  # waits; on a CPU, the CPU seconds of the process (all threads) are also given. Each
+  # measurement records the share of the machine that other processes took meanwhile: on a
+  # shared machine the figures of the quiet rounds (others under QUIET of it) are also given.
+  times = {name: [] for name in contenders}  # (wall s, cpu s, others' share)
+  rates = []  # (FLOP/s, FLOP per CPU second, others' share)
+  for i in range(args.steps):
+    for name, run in contenders.items():
+      times[name].append(seconds(run))
+    rates.append(rate())
+    print(f"round {i + 1}/{args.steps}: " + ", ".join(
+        f"{name} {times[name][-1][0]:.3f} s" for name in contenders)
+          + f", matmul {rates[-1][0] / 1e12:.3f} TFLOP/s; other processes took "
+          + "/".join(f"{m[-1][2]:.0%}" for m in [*times.values(), rates])
+          + " of the machine", flush=True)
+
+  clocks = ["wall", "cpu"] if backend == "cpu" else ["wall"]
+  nominal = next((peak for kind, peak in NOMINAL_BF16_PEAK.items() if kind in device_kind),
+                 None) if backend == "gpu" else None
+  every = list(range(args.steps))
+  quiet = [i for i in every if all(m[i][2] < QUIET for m in [*times.values(), rates])]
+  rows = summary(times, rates, every, model_flops, args.batch, clocks, nominal)
+  quiet_rows = summary(times, rates, quiet, model_flops, args.batch, clocks, nominal
+                       ) if quiet else None
+
+  print(f"\nmatmul rate (JAX, {dtype}, median): {statistics.median(r[0] for r in rates) / 1e12:.3f}"
+        f" TFLOP/s; model FLOPs a step: 6 x {params / 1e6:.2f}M x {tokens} tokens ="
+        f" {model_flops / 1e12:.3f} TFLOP" + (f" (XLA's count of the compiled step:"
+                                              f" {xla_flops / 1e12:.3f})" if xla_flops else ""))
+  print(f"all {args.steps} rounds (medians):")
+  print_table(rows)
+  if quiet_rows:
+    print(f"the {len(quiet)} quiet rounds (other processes under {QUIET:.0%} of the machine):")
+    print_table(quiet_rows)
+
+  out = pathlib.Path(args.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps({
+      "benchmark": "train_throughput", "backend": backend, "device_kind": device_kind,
+      "devices": jax.device_count(), "size": args.size, "batch": args.batch,
+      "lengths": lengths, "dtype": dtype, "grad_cache_chunk": args.grad_cache_chunk,
+      "loss": LOSS, "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+      "non_embedding_params": params, "tokens_per_step": tokens,
+      "model_flops_per_step": model_flops, "xla_flops_per_step": xla_flops,
+      "matmul_flops_per_second": statistics.median(r[0] for r in rates),
+      "matmul_flops_per_cpu_second": statistics.median(r[1] for r in rates),
+      "matmul_all": rates, "torch_threads": torch_threads,
+      "nominal_bf16_peak": nominal, "step_seconds": times, "rows": rows,
+      "quiet": {"max_others_share": QUIET, "rounds": quiet, "rows": quiet_rows}}, indent=2))
+  print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+  main()
