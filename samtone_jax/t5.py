@@ -34,6 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from samtone_jax import matmul
+
 Array = jax.Array
 
 _ACTIVATIONS = {
@@ -59,7 +61,8 @@ class T5Config:
     relative_attention_num_buckets: buckets of the relative position bias.
     relative_attention_max_distance: distance beyond which positions share a bucket.
     layer_norm_epsilon: epsilon of the RMS norms.
-    dtype: activations' dtype (e.g. jnp.bfloat16); norms, attention softmax in float32.
+    dtype: activations' dtype (e.g. jnp.bfloat16); norms, attention softmax in float32,
+      dense products accumulated in float32 (samtone_jax/matmul.py).
     param_dtype: parameters' dtype.
     remat: recompute each layer's activations in the backward pass (jax.checkpoint),
       trading compute for memory with large batches.
@@ -134,7 +137,7 @@ class Dense(nn.Module):
     # One [tokens, n] x [n, features] product: its backward pass contracts the kernel's
     # gradient over a single tokens axis, which XLA (on CPU) computes from the row-major
     # activations as they are; contracting over [batch, length] it first transposes them.
-    y = jnp.dot(x.reshape(-1, x.shape[-1]).astype(self.dtype), kernel.astype(self.dtype))
+    y = matmul.matmul(x.reshape(-1, x.shape[-1]), kernel, self.dtype)
     return y.reshape(*x.shape[:-1], self.features)
 
 
