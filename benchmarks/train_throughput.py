@@ -1,6 +1,8 @@
 """Training throughput: this project's train step against sentence-transformers, and MFU.
 
-In one process, on one machine, interleaved round by round (ours, theirs, the matmul rate):
+On one machine, interleaved round by round (ours, theirs, the matmul rate), each in a process
+of its own (started once, idle while the others run), each round timing the second of two
+consecutive steps:
 - ours: the jit-compiled train step (`trainer.make_train_step`: forward, SamToNe loss,
   backward, Adafactor update) of a symmetric dual encoder on T5 v1.1 towers;
 - theirs: sentence-transformers' `MultipleNegativesRankingLoss` with
@@ -8,7 +10,7 @@ In one process, on one machine, interleaved round by round (ours, theirs, the ma
   on a Hugging Face `T5EncoderModel` of the same sizes, with mean pooling, the same
   projection and normalisation, and torch's Adafactor;
 - the machine's dense matmul rate: a large square matrix product in JAX (float32 on CPU,
-  bfloat16 on GPU).
+  bfloat16 on GPU, or as --dtype says; accumulated in float32).
 Both train steps see the same random token ids (no padding), the same batch and lengths, and
 the same loss: SamToNe on the query side in the query->passage direction only (the
 sentence-transformers loss has no separate passage->query term), temperature 0.01.
@@ -19,7 +21,7 @@ products (attention's own products, 1-4% here, are not counted). On a GPU it is 
 against the card's nominal bfloat16 dense peak.
 
   python benchmarks/train_throughput.py [--size small] [--batch 64] [--lengths 32,128]
-      [--dtype float32|bfloat16] [--steps 5] [--skip_torch] [--out PATH]
+      [--dtype float32|bfloat16] [--with_float32] [--steps 5] [--skip_torch] [--out PATH]
 
 Imports only samtone_jax's model, loss, trainer, optimizer and partitioning modules (no gin,
 SeqIO or TensorFlow), so it runs wherever JAX, Flax, optax (and, for the comparison, torch,
@@ -30,6 +32,7 @@ benchmarks/results/train_throughput.json (or --out).
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import pathlib
 import platform
@@ -159,10 +162,11 @@ def torch_train_step(size: str, batch: dict[str, np.ndarray], dtype: str, device
 
 def matmul_rate(dtype: str, backend: str):
   """`measure()` -> (FLOP/s, FLOP per CPU second of this process) of a large square matrix
-  product in JAX, timed over ~1 s."""
+  product in JAX of `dtype` operands accumulated in float32 (the dense layers' product),
+  timed over ~1 s."""
   n = 4096 if backend == "cpu" else 8192
   a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), dtype)
-  matmul = jax.jit(lambda x: x @ x)
+  matmul = jax.jit(lambda x: jnp.dot(x, x, preferred_element_type=jnp.float32))
   jax.block_until_ready(matmul(a))
   start = time.perf_counter()
   jax.block_until_ready(matmul(a))
@@ -205,22 +209,25 @@ def seconds(run) -> tuple[float, float, float]:
 
 
 def summary(times: dict, rates: list, rounds: list[int], model_flops: float, batch: int,
-            clocks: list[str], nominal) -> dict:
+            clocks: list[str], nominal, no_mfu=()) -> dict:
   """Medians over `rounds` of each contender's step: seconds, examples/s, MFU (each round's
-  step against the matmul rate measured beside it) and our speedup, for each clock."""
+  step against the matmul rate measured beside it; not for the contenders in `no_mfu`, whose
+  products are of another dtype) and, on the others' rows, how many times faster ours is,
+  for each clock."""
   rows = {}
   for name, measured in times.items():
     rows[name] = row = {}
     for c, clock in enumerate(clocks):
       step = [measured[i][c] for i in rounds]
       row[f"{clock}_seconds"] = statistics.median(step)
-      row[f"mfu_{clock}"] = statistics.median(model_flops / (t * rates[i][c])
-                                              for t, i in zip(step, rounds))
+      if name not in no_mfu:
+        row[f"mfu_{clock}"] = statistics.median(model_flops / (t * rates[i][c])
+                                                for t, i in zip(step, rounds))
       if name != "samtone_jax":
-        rows["samtone_jax"][f"speedup_{clock}"] = statistics.median(
+        row[f"ours_faster_{clock}"] = statistics.median(
             measured[i][c] / times["samtone_jax"][i][c] for i in rounds)
     row["examples_per_second"] = batch / row["wall_seconds"]
-    if nominal:
+    if nominal and name not in no_mfu:
       row["mfu_nominal_bf16_peak"] = model_flops / row["wall_seconds"] / nominal
   return rows
 
@@ -228,14 +235,77 @@ def summary(times: dict, rates: list, rounds: list[int], model_flops: float, bat
 def print_table(rows: dict) -> None:
   columns = [("wall_seconds", "step s", "{:.3f}"), ("examples_per_second", "examples/s",
                                                     "{:.2f}"),
-             ("mfu_wall", "MFU", "{:.1%}"), ("speedup_wall", "x s-t", "{:.2f}"),
+             ("mfu_wall", "MFU", "{:.1%}"), ("ours_faster_wall", "ours x", "{:.2f}"),
              ("mfu_nominal_bf16_peak", "MFU/peak", "{:.1%}"), ("cpu_seconds", "CPU s", "{:.2f}"),
-             ("mfu_cpu", "MFU(CPU s)", "{:.1%}"), ("speedup_cpu", "x s-t(CPU s)", "{:.2f}")]
+             ("mfu_cpu", "MFU(CPU s)", "{:.1%}"), ("ours_faster_cpu", "ours x(CPU s)", "{:.2f}")]
   columns = [c for c in columns if any(c[0] in row for row in rows.values())]
   print(f"{'':22}" + "".join(f"{title:>14}" for _, title, _ in columns))
   for name, row in rows.items():
     print(f"{name:22}" + "".join(f"{form.format(row[key]) if key in row else '':>14}"
                                  for key, _, form in columns))
+
+
+class Contender:
+  """One train step (or the matmul rate) in a process of its own, so that no runtime's idle
+  threads or allocator slow another. The process builds and warms up its step; each
+  `measure()` runs it twice and times the second run (`seconds()`, inside the process), as in
+  training, where steps follow steps: on the 2-core CPU the first step after another
+  process's work was up to 2x slower (seen for ours after a PyTorch step, in one process or
+  two), the next one not."""
+
+  def __init__(self, kind: str, **kwargs):
+    self._conn, child = multiprocessing.get_context("spawn").Pipe()
+    self._process = multiprocessing.get_context("spawn").Process(
+        target=_serve, args=(child, kind), kwargs=kwargs, daemon=True)
+    self._process.start()
+    self.info = self._reply()
+
+  def _reply(self):
+    reply = self._conn.recv()
+    if isinstance(reply, BaseException):
+      raise reply
+    return reply
+
+  def measure(self):
+    self._conn.send("measure")
+    return self._reply()
+
+  def close(self):
+    self._conn.send("stop")
+    self._process.join()
+
+
+def _serve(conn, kind: str, size: str, batch: int, lengths: tuple[int, int], dtype,
+           grad_cache_chunk=None, device=None):
+  """A contender's process: kind "jax" (our step; `dtype` None: float32 on CPU, bfloat16
+  on GPU), "rate" (the matmul rate) or "torch" (sentence-transformers' step on `device`)."""
+  os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # torch shares a GPU
+  try:
+    ids = random_batch(batch, lengths)
+    if kind == "torch":
+      import torch
+      step, params = torch_train_step(size, ids, dtype, device)
+      info = {"params": params, "torch": torch.__version__, "threads": torch.get_num_threads()}
+    else:
+      backend = jax.default_backend()
+      dtype = dtype or ("float32" if backend == "cpu" else "bfloat16")
+      info = {"backend": backend, "device_kind": jax.devices()[0].device_kind,
+              "devices": jax.device_count(), "dtype": dtype, "jax": jax.__version__}
+      if kind == "rate":
+        measure = matmul_rate(dtype, backend)
+      else:
+        step, info["params"], info["xla_flops"] = jax_train_step(size, ids, dtype,
+                                                                  grad_cache_chunk)
+    if kind != "rate":
+      step()  # warm-up (and torch's first allocations)
+      measure = lambda: seconds(step)
+    conn.send(info)
+    while conn.recv() == "measure":
+      measure()  # untimed: the first step after the others ran is slower (see Contender)
+      conn.send(measure())
+  except BaseException as e:  # pylint: disable=broad-except  (the parent raises it)
+    conn.send(RuntimeError(f"{kind} contender: {type(e).__name__}: {e}"))
+    raise
 
 
 def main():
@@ -249,34 +319,39 @@ def main():
   parser.add_argument("--steps", type=int, default=5, help="timed rounds after compilation")
   parser.add_argument("--grad_cache_chunk", type=int, help="our step with gradient caching")
   parser.add_argument("--skip_torch", action="store_true", help="ours and the matmul rate only")
+  parser.add_argument("--with_float32", action="store_true",
+                      help="also our step with float32 activations: what --dtype gains")
   parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results"
                                            / "train_throughput.json"))
   args = parser.parse_args()
-  backend = jax.default_backend()
-  dtype = args.dtype or ("float32" if backend == "cpu" else "bfloat16")
   lengths = tuple(int(x) for x in args.lengths.split(","))
-  batch = random_batch(args.batch, lengths)
+  common = dict(size=args.size, batch=args.batch, lengths=lengths)
+  # The parent process only orchestrates: it starts no JAX backend (on a GPU it would hold
+  # memory) and times nothing itself.
+  contenders = {"samtone_jax": Contender("jax", dtype=args.dtype,
+                                         grad_cache_chunk=args.grad_cache_chunk, **common)}
+  info = contenders["samtone_jax"].info
+  backend, dtype, params, xla_flops = (info[k] for k in ("backend", "dtype", "params",
+                                                         "xla_flops"))
   tokens = args.batch * sum(lengths)
-  device_kind = jax.devices()[0].device_kind
-  print(f"backend {backend} ({jax.device_count()} x {device_kind}), T5 v1.1 {args.size}"
-        f" SDE, batch {args.batch}, lengths {lengths}, {dtype} activations", flush=True)
-
-  ours, params, xla_flops = jax_train_step(args.size, batch, dtype, args.grad_cache_chunk)
+  print(f"backend {backend} ({info['devices']} x {info['device_kind']}), T5 v1.1 {args.size}"
+        f" SDE, batch {args.batch}, lengths {lengths}, {dtype} activations, one process"
+        " each", flush=True)
   model_flops = 6 * params * tokens
-  contenders = {"samtone_jax": ours}
-  torch_threads = None
+  no_mfu = set()
+  if args.with_float32 and dtype != "float32":
+    contenders["samtone_jax_float32"] = Contender(
+        "jax", dtype="float32", grad_cache_chunk=args.grad_cache_chunk, **common)
+    no_mfu.add("samtone_jax_float32")
+  torch_info = None
   if not args.skip_torch:
-    import torch
-    torch_threads = torch.get_num_threads()
-    device = "cuda" if backend == "gpu" else "cpu"
-    theirs, torch_params = torch_train_step(args.size, batch, dtype, device)
-    if torch_params != params:
-      raise AssertionError(f"the models differ: {params} parameters here, {torch_params} in"
-                           " torch (token embeddings aside)")
-    contenders["sentence_transformers"] = theirs
-  rate = matmul_rate(dtype, backend)
-  for run in contenders.values():  # warm-up (and torch's first allocations)
-    run()
+    contenders["sentence_transformers"] = Contender(
+        "torch", dtype=dtype, device="cuda" if backend == "gpu" else "cpu", **common)
+    torch_info = contenders["sentence_transformers"].info
+    if torch_info["params"] != params:
+      raise AssertionError(f"the models differ: {params} parameters here,"
+                           f" {torch_info['params']} in torch (token embeddings aside)")
+  rate = Contender("rate", dtype=dtype, **common)
 
   # Round by round: each step, then the matmul rate. Wall-clock figures are what a user
   # waits; on a CPU, the CPU seconds of the process (all threads) are also given. Each
@@ -285,22 +360,24 @@ def main():
   times = {name: [] for name in contenders}  # (wall s, cpu s, others' share)
   rates = []  # (FLOP/s, FLOP per CPU second, others' share)
   for i in range(args.steps):
-    for name, run in contenders.items():
-      times[name].append(seconds(run))
-    rates.append(rate())
+    for name, contender in contenders.items():
+      times[name].append(contender.measure())
+    rates.append(rate.measure())
     print(f"round {i + 1}/{args.steps}: " + ", ".join(
         f"{name} {times[name][-1][0]:.3f} s" for name in contenders)
           + f", matmul {rates[-1][0] / 1e12:.3f} TFLOP/s; other processes took "
           + "/".join(f"{m[-1][2]:.0%}" for m in [*times.values(), rates])
           + " of the machine", flush=True)
+  for contender in [*contenders.values(), rate]:
+    contender.close()
 
   clocks = ["wall", "cpu"] if backend == "cpu" else ["wall"]
-  nominal = next((peak for kind, peak in NOMINAL_BF16_PEAK.items() if kind in device_kind),
-                 None) if backend == "gpu" else None
+  nominal = next((peak for kind, peak in NOMINAL_BF16_PEAK.items()
+                  if kind in info["device_kind"]), None) if backend == "gpu" else None
   every = list(range(args.steps))
   quiet = [i for i in every if all(m[i][2] < QUIET for m in [*times.values(), rates])]
-  rows = summary(times, rates, every, model_flops, args.batch, clocks, nominal)
-  quiet_rows = summary(times, rates, quiet, model_flops, args.batch, clocks, nominal
+  rows = summary(times, rates, every, model_flops, args.batch, clocks, nominal, no_mfu)
+  quiet_rows = summary(times, rates, quiet, model_flops, args.batch, clocks, nominal, no_mfu
                        ) if quiet else None
 
   print(f"\nmatmul rate (JAX, {dtype}, median): {statistics.median(r[0] for r in rates) / 1e12:.3f}"
@@ -316,16 +393,16 @@ def main():
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps({
-      "benchmark": "train_throughput", "backend": backend, "device_kind": device_kind,
-      "devices": jax.device_count(), "size": args.size, "batch": args.batch,
+      "benchmark": "train_throughput", "backend": backend, "device_kind": info["device_kind"],
+      "devices": info["devices"], "size": args.size, "batch": args.batch,
       "lengths": lengths, "dtype": dtype, "grad_cache_chunk": args.grad_cache_chunk,
-      "loss": LOSS, "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "loss": LOSS, "jax": info["jax"], "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-      "non_embedding_params": params, "tokens_per_step": tokens,
+      "one_process_each": True, "non_embedding_params": params, "tokens_per_step": tokens,
       "model_flops_per_step": model_flops, "xla_flops_per_step": xla_flops,
       "matmul_flops_per_second": statistics.median(r[0] for r in rates),
       "matmul_flops_per_cpu_second": statistics.median(r[1] for r in rates),
-      "matmul_all": rates, "torch_threads": torch_threads,
+      "matmul_all": rates, "torch": torch_info,
       "nominal_bf16_peak": nominal, "step_seconds": times, "rows": rows,
       "quiet": {"max_others_share": QUIET, "rounds": quiet, "rows": quiet_rows}}, indent=2))
   print(f"wrote {out}")
