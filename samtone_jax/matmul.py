@@ -5,7 +5,7 @@ matrix units accumulate bfloat16 products in float32 anyway), it is the plain pr
 bfloat16 on a CPU it is a custom-gradient product whose three matrix products (the forward,
 the input gradient and the kernel gradient) each take bfloat16 operands and give a float32
 result, because that is the only bfloat16 product that XLA:CPU runs on its fast kernels
-(YNNPACK; about twice the float32 rate on a CPU with AVX512-BF16 or AMX). XLA:CPU computes
+(YNNPACK; twice the float32 rate on this project's AVX512-BF16 CPU). XLA:CPU computes
 any other bfloat16 product, bfloat16 output or transposed left operand, by converting both
 operands to float32 first: slower than float32 itself. Two rules follow:
 - every product asks for a float32 result (`preferred_element_type`) and rounds it once;

@@ -9,8 +9,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from samtone_jax import matmul, partitioning
 
-# bfloat16 keeps 8 significant bits: each result, rounded once, is within 2^-8 of itself;
-# against the largest entry of the reference (entries cancel) that is at most 2^-8 too.
+# bfloat16 keeps 8 significant bits: each result, rounded once, is within 2^-8 of itself, so
+# within 2^-8 of the reference's largest entry; twice that leaves room for the float32 sums.
 RTOL_OF_MAX = 2 ** -7
 
 
