@@ -254,9 +254,10 @@ class Contender:
   two), the next one not."""
 
   def __init__(self, kind: str, **kwargs):
-    self._conn, child = multiprocessing.get_context("spawn").Pipe()
-    self._process = multiprocessing.get_context("spawn").Process(
-        target=_serve, args=(child, kind), kwargs=kwargs, daemon=True)
+    context = multiprocessing.get_context("spawn")
+    self._conn, child = context.Pipe()
+    self._process = context.Process(target=_serve, args=(child, kind), kwargs=kwargs,
+                                    daemon=True)
     self._process.start()
     self.info = self._reply()
 
