@@ -3,8 +3,9 @@ r"""The paper's embedding-space figures, as PNG files and numbers.
   python -m samtone_jax.analysis --checkpoint=/tmp/softmax --checkpoint=/tmp/samtone \
       --task=stdlib_code_search_test --out=/tmp/figures
 
-Each --checkpoint is a training MODEL_DIR (its config.gin gives the model; up to two, drawn
-over each other, labelled by --label or the folder name). For the evaluation set --task:
+Each --checkpoint is a training MODEL_DIR (its newest checkpoint) or one of its
+`checkpoints/<step>` folders; the run's config.gin gives the model. Up to two are drawn over
+each other, labelled by --label or the folder name. For the evaluation set --task:
 - figure1_tsne.png (the paper's Figure 1): a t-SNE map of the embeddings of a sample of
   ground-truth (query, passage) pairs, coloured by tower;
 - figure5_top1_similarity.png (Figure 5): the cosine similarity of each query to its top-1
@@ -20,51 +21,41 @@ import json
 import pathlib
 from typing import Optional, Sequence
 
-import gin
 import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
-import seqio  # pylint: disable=g-import-not-at-top,wrong-import-position
 from sklearn.manifold import TSNE  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import samtone_jax.tasks  # pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
-from samtone_jax import evaluate, partitioning, retrieval, train  # pylint: disable=g-import-not-at-top,wrong-import-position
+from samtone_jax import launch, partitioning, retrieval, run_dir  # pylint: disable=g-import-not-at-top,wrong-import-position
 from samtone_jax.tasks import eval_sets  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
-@gin.configurable
-def _analysis_model(model=gin.REQUIRED):
-  return model
-
-
-def embeddings(model_dir: str, eval_set, sample: int, seed: int) -> dict[str, np.ndarray]:
-  """Embeds an evaluation set with the model of a training MODEL_DIR.
+def embeddings(checkpoint: str, eval_set, sample: int, seed: int) -> dict[str, np.ndarray]:
+  """Embeds an evaluation set with a training run's checkpoint (MODEL_DIR or
+  `checkpoints/<step>`).
 
   Returns:
     {"queries": [Q, E] (every judged query), "corpus": [N, E], "pair_queries",
     "pair_passages": [S, E] (a sample of ground-truth pairs)}.
   """
-  gin.clear_config()
-  train.parse_gin([str(pathlib.Path(model_dir) / "config.gin")], ["_analysis_model.model = %MODEL"])
-  try:
-    model = _analysis_model()
-    task = gin.query_parameter("MIXTURE_OR_TASK_NAME/gin.macro.value")
-    lengths = gin.query_parameter("TASK_FEATURE_LENGTHS/gin.macro.value")
-  finally:
-    gin.clear_config()
-  vocabulary = seqio.get_mixture_or_task(task).output_features["queries"].vocabulary
-  params = evaluate.load_params(model, model_dir, lengths)
+  run, step = run_dir.resolve_checkpoint(checkpoint, "--checkpoint", need_config=True)
+  model, settings = launch.read_run([str(run.config)],
+                                    ["MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS"])
+  lengths = settings["TASK_FEATURE_LENGTHS"]
+  vocabulary = run_dir.vocabulary(settings["MIXTURE_OR_TASK_NAME"])
+  params = run_dir.load_params(model, run.checkpoint(step), lengths)
   mesh = partitioning.create_mesh()
-  apply = lambda method: lambda params, ids: model.apply({"params": params}, ids, method=method)
+  encode_queries, encode_passages = run_dir.encoders(model)
 
   def embed(texts, side):
     length = lengths["queries" if side == "query" else "passages"]
-    method = model.encode_queries if side == "query" else model.encode_passages
-    return retrieval.encode(apply(method), params, retrieval.tokenize(texts, vocabulary, length),
+    encode = encode_queries if side == "query" else encode_passages
+    return retrieval.encode(encode, params, retrieval.tokenize(texts, vocabulary, length),
                             mesh, batch_size=256)
 
   query_ids = list(eval_set.qrels)
@@ -135,7 +126,8 @@ def draw(results: dict[str, dict], out: pathlib.Path, seed: int) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--checkpoint", action="append", required=True,
-                      help="a training MODEL_DIR; twice to compare two")
+                      help="a training MODEL_DIR or one of its checkpoints/<step>;"
+                      " twice to compare two")
   parser.add_argument("--label", action="append", help="a name for each checkpoint")
   parser.add_argument("--task", required=True, help="an evaluation set, e.g. multireqa_squad")
   parser.add_argument("--out", required=True, help="where the PNG and JSON files go")

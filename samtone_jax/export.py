@@ -37,9 +37,7 @@ import sys
 import tempfile
 from typing import Any, Optional, Sequence
 
-import gin
 import numpy as np
-import orbax.checkpoint as ocp
 import seqio
 import sentence_transformers
 from sentence_transformers.sentence_transformer import modules
@@ -50,7 +48,7 @@ import transformers
 from transformers.convert_slow_tokenizer import SpmConverter
 
 import samtone_jax.tasks  # pylint: disable=unused-import
-from samtone_jax import dual_encoder, evaluate, pretrained, t5, train
+from samtone_jax import dual_encoder, launch, pretrained, run_dir, t5
 
 _LOG = logging.getLogger("samtone_jax.export")
 
@@ -211,49 +209,6 @@ def model_card(model: dual_encoder.DualEncoder, settings: dict[str, Any], step: 
   return "\n".join(lines)
 
 
-@gin.configurable
-def _export_model(model: dual_encoder.DualEncoder = gin.REQUIRED) -> dual_encoder.DualEncoder:
-  return model
-
-
-def run_settings(gin_files: Sequence[str], bindings: Sequence[str] = (),
-                 search_paths: Sequence[str] = ()
-                 ) -> tuple[dual_encoder.DualEncoder, dict[str, Any]]:
-  """The model (MODEL) and the CARD_MACROS of a run's gin files."""
-  gin.clear_config()
-  train.parse_gin(gin_files, ["_export_model.model = %MODEL", *bindings], search_paths)
-  try:
-    model = _export_model()
-    settings = {}
-    for name in CARD_MACROS:
-      try:
-        settings[name] = gin.query_parameter(f"{name}/gin.macro.value")
-      except ValueError:
-        raise ValueError(f"{', '.join(gin_files)}: no macro {name} (a training run's"
-                         " config.gin sets it).") from None
-  finally:
-    gin.clear_config()
-  return model, settings
-
-
-def _run_and_step(checkpoint: pathlib.Path) -> tuple[pathlib.Path, int]:
-  """(MODEL_DIR, step) of a training MODEL_DIR (its latest step) or a checkpoints/<step>."""
-  if checkpoint.name.isdigit() and checkpoint.parent.name == "checkpoints":
-    run_dir, step = checkpoint.parent.parent, int(checkpoint.name)
-  else:
-    run_dir, step = checkpoint, None
-  if not (run_dir / "config.gin").is_file():
-    raise FileNotFoundError(f"--checkpoint={str(checkpoint)!r}: not a training MODEL_DIR or one"
-                            f" of its checkpoints/<step> folders ({run_dir / 'config.gin'} is"
-                            " missing).")
-  if step is None:
-    step = ocp.CheckpointManager(run_dir / "checkpoints").latest_step()
-    if step is None:
-      raise FileNotFoundError(f"--checkpoint={str(checkpoint)!r}: no checkpoint in"
-                              f" {run_dir / 'checkpoints'}.")
-  return run_dir, step
-
-
 def export(checkpoint: str, out: str, gin_flags: Sequence[str] = ()) -> pathlib.Path:
   """Writes a training run's checkpoint to `out` as a sentence-transformers folder.
 
@@ -266,27 +221,25 @@ def export(checkpoint: str, out: str, gin_flags: Sequence[str] = ()) -> pathlib.
   Returns:
     The folder written.
   """
-  run_dir, step = _run_and_step(pathlib.Path(checkpoint).absolute())
-  flags = train.parse_flags([f"--gin_file={run_dir / 'config.gin'}", *gin_flags])
-  model, settings = run_settings(flags.gin_file, flags.gin_bindings,
-                                 [p for p in flags.gin_search_paths.split(",") if p])
+  run, step = run_dir.resolve_checkpoint(checkpoint, "--checkpoint", need_config=True)
+  flags = launch.parse_flags([f"--gin_file={run.config}", *gin_flags])
+  model, settings = launch.read_run(flags.gin_file, CARD_MACROS, flags.gin_bindings,
+                                    flags.search_paths)
   lengths = settings["TASK_FEATURE_LENGTHS"]
-  params = evaluate.load_params(model, str(run_dir / "checkpoints" / str(step)), lengths)
-  vocabulary = seqio.get_mixture_or_task(settings["MIXTURE_OR_TASK_NAME"]).output_features[
-      "queries"].vocabulary
+  params = run_dir.load_params(model, run.checkpoint(step), lengths)
+  vocabulary = run_dir.vocabulary(settings["MIXTURE_OR_TASK_NAME"])
   out = pathlib.Path(out)
   with tempfile.TemporaryDirectory() as staging:
     sentence_transformer(model, params, hf_tokenizer(vocabulary), lengths,
                          pathlib.Path(staging)).save(str(out), create_model_card=False)
-  metrics_file = run_dir / "metrics.json"
-  metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else None
+  metrics = json.loads(run.metrics.read_text()) if run.metrics.exists() else None
   (out / "README.md").write_text(model_card(model, settings, step, metrics), encoding="utf-8")
-  _LOG.info("Step %d of %s exported to %s.", step, run_dir, out)
+  _LOG.info("Step %d of %s exported to %s.", step, run.path, out)
   return out
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-  train.setup_logging()
+  launch.setup_logging()
   parser = argparse.ArgumentParser(
       description=__doc__.split("\n")[0],
       epilog="Also --gin_file, --gin.NAME=VALUE and --gin_search_paths, as for training.")

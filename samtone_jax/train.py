@@ -3,19 +3,18 @@ r"""Training, T5X-style: `python -m samtone_jax.train --gin_file=... [--gin.NAME
   python -m samtone_jax.train --gin_file=experiments/quickstart.gin \
       --gin.MODEL_DIR="'/tmp/quickstart'"
 
-Flags: `--gin_file` (repeatable; the shipped gin_configs/ is always on the search path),
-`--gin.NAME=VALUE` (a binding or macro, repeatable), `--gin_search_paths` (comma-separated).
-The operative config is written to MODEL_DIR/config.gin. A run restarted with the same
-MODEL_DIR resumes from its latest checkpoint, input position included. SIGTERM writes a
-checkpoint and exits. A step whose loss or gradient norm is not finite stops the run, naming
-the step (or, with SKIP_NONFINITE, leaves the parameters as they were and is counted).
+The flags are `launch`'s. The operative config is written to MODEL_DIR/config.gin. A run
+restarted with the same MODEL_DIR resumes from its latest checkpoint, input position
+included. SIGTERM writes a checkpoint and exits. A step whose loss or gradient norm is not
+finite stops the run, naming the step (or, with SKIP_NONFINITE, leaves the parameters as
+they were and is counted).
 
 `train()` reads top to bottom: checks, mesh, model and loss, data, state (restore, or
-initialise and load INITIAL_CHECKPOINT_PATH), loop (step, metrics, checkpoint, evaluation),
-and the final checkpoint and metrics.json.
+initialise and load INITIAL_CHECKPOINT_PATH), evaluation, loop, and the final evaluation
+and metrics.json. The loop reads each step's metrics while the next step runs, so the host
+waits for the device only at log, checkpoint and evaluation steps.
 """
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -24,9 +23,8 @@ import os
 import pathlib
 import shutil
 import signal
-import sys
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import gin
 import jax
@@ -37,9 +35,8 @@ import orbax.checkpoint as ocp
 import seqio
 import tensorflow as tf
 
-import samtone_jax
-from samtone_jax import dual_encoder, inputs, losses, optimizers, partitioning, pretrained
-from samtone_jax import retrieval, trainer
+from samtone_jax import dual_encoder, inputs, launch, losses, optimizers, partitioning
+from samtone_jax import pretrained, retrieval, run_dir, trainer
 from samtone_jax.tasks import eval_sets as eval_sets_lib
 
 _LOG = logging.getLogger("samtone_jax.train")
@@ -47,16 +44,6 @@ _LOG = logging.getLogger("samtone_jax.train")
 
 class TrainingError(RuntimeError):
   """A run that cannot go on (a non-finite loss, a checkpoint that does not fit)."""
-
-
-def _check(name: str, ok: bool, value: Any, what: str) -> None:
-  if not ok:
-    raise ValueError(f"{name}={value!r}: {what}")
-
-
-def _is_int(value: Any, low: int = 1) -> bool:
-  """Whether `value` is an int (not a bool) >= low."""
-  return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
 def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gin.REQUIRED,
@@ -99,7 +86,8 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
     initial_checkpoint_path: Hugging Face T5 or sentence-transformers folder to start from
       when MODEL_DIR has no checkpoint (INITIAL_CHECKPOINT_PATH).
     seed: initialisation, dropout and data order.
-    log_period: print and write summaries every N steps.
+    log_period: print and write summaries every N steps; with several processes, also the
+      steps at which they agree to stop on a SIGTERM.
     steps_per_run: end this invocation, with a checkpoint, after this many steps (for job
       time limits: the next invocation with the same MODEL_DIR goes on; None: to the end).
     input_shards: read the data in this many shards, each process a contiguous share (None:
@@ -113,6 +101,131 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
       (steps that a restart runs again appear again: the later line is the one that counts).
   """
   # --- Checks, before anything is written or compiled ----------------------------------------
+  loss_options = dict(temperature=temperature, same_tower=same_tower,
+                      bidirectional=bidirectional, pair_alpha=pair_alpha)
+  _check_settings(train_steps=train_steps, batch_size=batch_size,
+                  checkpoint_period=checkpoint_period, eval_period=eval_period,
+                  num_partitions=num_partitions, keep_checkpoints=keep_checkpoints,
+                  eval_batches=eval_batches, eval_k=eval_k, log_period=log_period,
+                  steps_per_run=steps_per_run, input_shards=input_shards,
+                  task_feature_lengths=task_feature_lengths, num_negatives=num_negatives,
+                  learning_rate=learning_rate, warmup_steps=warmup_steps, seed=seed,
+                  loss_options=loss_options)
+  retrieval_sets = {name: eval_sets_lib.get(name) for name in eval_tasks}  # read them now
+  run = run_dir.RunDir(model_dir)
+
+  # --- Mesh --------------------------------------------------------------------------------
+  mesh = partitioning.create_mesh(num_partitions)
+  rules = partitioning.standard_logical_axis_rules()
+  _check_mesh(mesh, batch_size, grad_cache_chunk)
+  _LOG.info("Mesh %s over %d devices of %d processes.", dict(mesh.shape), jax.device_count(),
+            jax.process_count())
+
+  # --- Model, optimizer, loss --------------------------------------------------------------
+  schedule = optimizers.linear_decay_schedule(learning_rate, train_steps, warmup_steps)
+  optimizer = optimizers.adafactor(schedule)
+  loss_fn = losses.sharded_contrastive_loss(mesh, **loss_options)
+  if not mask_duplicates:
+    unmasked = loss_fn
+    loss_fn = lambda q, p, *, negative_emb=None, query_ids=None, passage_ids=None: unmasked(
+        q, p, negative_emb=negative_emb)
+  step_fn = trainer.make_train_step(model, optimizer, loss_fn, schedule, dropout_seed=seed,
+                                    grad_cache_chunk=grad_cache_chunk)
+  if skip_nonfinite_steps:
+    step_fn = trainer.skip_nonfinite(step_fn)
+
+  # --- Data ----------------------------------------------------------------------------------
+  batches = inputs.GlobalBatches(mixture_or_task_name, "train", global_batch_size=batch_size,
+                                 mesh=mesh, num_shards=input_shards, seed=seed,
+                                 task_feature_lengths=task_feature_lengths,
+                                 num_negatives=num_negatives)
+  splits = seqio.get_mixture_or_task(mixture_or_task_name).splits
+  _check("EVAL_SPLIT", eval_split is None or eval_split in splits, eval_split,
+         f"is not a split of {mixture_or_task_name} ({sorted(splits)}); None: no evaluation.")
+
+  # --- State: restore, or initialise (and load pretrained weights) ---------------------------
+  run.path.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:
+    _write_atomically(run.config, gin.operative_config_str())
+  checkpointer = _Checkpointer(run, batches, keep_checkpoints)
+  state, shardings = _restore_or_initialise(
+      checkpointer, model, optimizer, seed, mesh, rules, initial_checkpoint_path,
+      trainer.example_batch(batch_size, task_feature_lengths, num_negatives))
+
+  # --- Evaluation: in-batch metrics on held-out batches, corpus-level retrieval ---------------
+  eval_step = jax.jit(lambda params, batch: trainer.batch_loss(model, loss_fn, params, batch)[1])
+
+  def evaluate(params) -> dict[str, float]:
+    results = _retrieval_evaluation(model, params, retrieval_sets, mixture_or_task_name,
+                                    task_feature_lengths, mesh, eval_k)
+    if eval_split:
+      results.update(_in_batch_evaluation(
+          eval_step, params, mesh, mixture_or_task_name, eval_split, task_feature_lengths,
+          batch_size, eval_batches, num_negatives))
+    return results
+
+  # --- Loop ------------------------------------------------------------------------------------
+  train_step = trainer.compile_train_step(step_fn, shardings, mesh, rules)
+  writer = tf.summary.create_file_writer(str(run.summaries))
+  step = int(state.step)
+  last = train_steps if steps_per_run is None else min(train_steps, step + steps_per_run)
+  progress = _Progress(writer, batch_size, train_steps, step, checkpointer.latest_step,
+                       count_skipped=skip_nonfinite_steps)
+  stop = _StopSignal(log_period)
+  try:
+    while step < last and not stop.agreed(step):
+      batch = next(batches)
+      if log_example_ids:
+        _log_example_ids(run, step + 1, batch)
+      state, metrics = train_step(state, batch)
+      step += 1
+      progress.add(step, metrics)  # reads the step before's, while this one runs
+      if step % log_period == 0 or step == train_steps:
+        progress.log(step)
+      if step % checkpoint_period == 0 or step == train_steps:
+        progress.read()  # a step that failed is not saved
+        checkpointer.save(state, step)
+      if step % eval_period == 0 and step != train_steps and not stop.agreed(step):
+        _write_summaries(writer, step, evaluate(state.params))
+    progress.read()
+    if step < train_steps:
+      reason = f"signal {stop.signal}" if stop.signal else f"steps_per_run={steps_per_run}"
+      _LOG.warning("%s: saving step %d and stopping.", reason, step)
+      checkpointer.save(state, step)
+      return {"step": step}
+  finally:
+    stop.restore()
+    checkpointer.wait_until_finished()
+
+  # --- End: evaluation and metrics.json -------------------------------------------------------
+  final = dict(evaluate(state.params), step=step)
+  final.update({f"train/{k}": v for k, v in progress.values.items()})
+  if skip_nonfinite_steps:
+    final["train/skipped_steps"] = progress.skipped_total
+  _write_summaries(writer, step, final)
+  if jax.process_index() == 0:
+    _write_atomically(run.metrics, json.dumps(final, indent=2, sort_keys=True))
+  _LOG.info("Done: %s", json.dumps(final, sort_keys=True))
+  return final
+
+
+# --- Checks ------------------------------------------------------------------------------------
+
+def _check(name: str, ok: bool, value: Any, what: str) -> None:
+  if not ok:
+    raise ValueError(f"{name}={value!r}: {what}")
+
+
+def _is_int(value: Any, low: int = 1) -> bool:
+  """Whether `value` is an int (not a bool) >= low."""
+  return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _check_settings(*, train_steps, batch_size, checkpoint_period, eval_period, num_partitions,
+                    keep_checkpoints, eval_batches, eval_k, log_period, steps_per_run,
+                    input_shards, task_feature_lengths, num_negatives, learning_rate,
+                    warmup_steps, seed, loss_options) -> None:
+  """ValueError naming the macro (or binding) of the first value out of range."""
   positive = {"TRAIN_STEPS": train_steps, "BATCH_SIZE": batch_size,
               "CHECKPOINT_PERIOD": checkpoint_period, "EVAL_PERIOD": eval_period,
               "NUM_PARTITIONS": num_partitions, "keep_checkpoints": keep_checkpoints,
@@ -131,69 +244,96 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
   _check("WARMUP_STEPS", _is_int(warmup_steps, 0) and warmup_steps < train_steps, warmup_steps,
          f"must be an int in [0, TRAIN_STEPS={train_steps}).")
   _check("SEED", _is_int(seed, 0), seed, "must be an int >= 0.")
-  loss_options = dict(temperature=temperature, same_tower=same_tower,
-                      bidirectional=bidirectional, pair_alpha=pair_alpha)
   try:
     losses.check_options(**loss_options)
   except ValueError as e:
-    raise ValueError(f"TEMPERATURE={temperature!r}, SAME_TOWER={same_tower!r}, BIDIRECTIONAL="
-                     f"{bidirectional!r}, PAIR_ALPHA={pair_alpha!r}: {e}") from None
-  retrieval_sets = {name: eval_sets_lib.get(name) for name in eval_tasks}  # read them now
-  model_dir = pathlib.Path(model_dir)
+    o = loss_options
+    raise ValueError(f"TEMPERATURE={o['temperature']!r}, SAME_TOWER={o['same_tower']!r},"
+                     f" BIDIRECTIONAL={o['bidirectional']!r}, PAIR_ALPHA={o['pair_alpha']!r}:"
+                     f" {e}") from None
 
-  # --- Mesh --------------------------------------------------------------------------------
-  mesh = partitioning.create_mesh(num_partitions)
-  rules = partitioning.standard_logical_axis_rules()
-  _check("BATCH_SIZE", batch_size % mesh.shape["data"] == 0, batch_size,
-         f"must be a multiple of the {mesh.shape['data']} data-parallel devices.")
+
+def _check_mesh(mesh: jax.sharding.Mesh, batch_size: int, grad_cache_chunk: Optional[int]
+                ) -> None:
+  """The batch (and a GradCache chunk) must split evenly over the data-parallel devices."""
+  devices = mesh.shape["data"]
+  _check("BATCH_SIZE", batch_size % devices == 0, batch_size,
+         f"must be a multiple of the {devices} data-parallel devices.")
   _check("GRAD_CACHE_CHUNK", grad_cache_chunk is None or (
       _is_int(grad_cache_chunk) and batch_size % grad_cache_chunk == 0
-      and grad_cache_chunk % mesh.shape["data"] == 0), grad_cache_chunk,
+      and grad_cache_chunk % devices == 0), grad_cache_chunk,
       f"must be None or a positive int that divides BATCH_SIZE={batch_size} and is a"
-      f" multiple of the {mesh.shape['data']} data-parallel devices.")
-  _LOG.info("Mesh %s over %d devices of %d processes.", dict(mesh.shape), jax.device_count(),
-            jax.process_count())
+      f" multiple of the {devices} data-parallel devices.")
 
-  # --- Model, optimizer, loss --------------------------------------------------------------
-  schedule = optimizers.linear_decay_schedule(learning_rate, train_steps, warmup_steps)
-  optimizer = optimizers.adafactor(schedule)
-  loss_fn = losses.sharded_contrastive_loss(mesh, **loss_options)
-  if not mask_duplicates:
-    unmasked = loss_fn
-    loss_fn = lambda q, p, *, negative_emb=None, query_ids=None, passage_ids=None: unmasked(
-        q, p, negative_emb=negative_emb)
-  step_fn = trainer.make_train_step(model, optimizer, loss_fn, schedule, dropout_seed=seed,
-                                    grad_cache_chunk=grad_cache_chunk)
-  if skip_nonfinite_steps:
-    step_fn = trainer.skip_nonfinite(step_fn)
 
-  # --- Data ----------------------------------------------------------------------------------
-  data = dict(task_feature_lengths=task_feature_lengths, num_negatives=num_negatives)
-  batches = inputs.GlobalBatches(mixture_or_task_name, "train", global_batch_size=batch_size,
-                                 mesh=mesh, num_shards=input_shards, seed=seed, **data)
-  splits = seqio.get_mixture_or_task(mixture_or_task_name).splits
-  _check("EVAL_SPLIT", eval_split is None or eval_split in splits, eval_split,
-         f"is not a split of {mixture_or_task_name} ({sorted(splits)}); None: no evaluation.")
+def _check_finite(step: int, values: dict[str, float], latest_checkpoint: Optional[int]) -> None:
+  """TrainingError if a value is not finite, naming the step and the last good checkpoint."""
+  if not all(math.isfinite(v) for v in values.values()):
+    raise TrainingError(
+        f"non-finite training metrics at step {step}: {values}. The last good checkpoint"
+        f" (step {latest_checkpoint}) is kept (SKIP_NONFINITE = True skips such steps"
+        " instead).")
 
-  # --- State: restore, or initialise (and load pretrained weights) ---------------------------
-  model_dir.mkdir(parents=True, exist_ok=True)
-  if jax.process_index() == 0:
-    _write_atomically(model_dir / "config.gin", gin.operative_config_str())
-  checkpoints = ocp.CheckpointManager(  # a save that a crash cut short is a temporary folder:
-      (model_dir / "checkpoints").absolute(),  # never restored, removed here
-      options=ocp.CheckpointManagerOptions(max_to_keep=keep_checkpoints, create=True,
-                                           cleanup_tmp_directories=True))
-  positions = model_dir / "input_positions"
-  restored = checkpoints.latest_step()
-  state, shardings = trainer.create_train_state(
-      model, optimizer, jax.random.key(seed),
-      trainer.example_batch(batch_size, task_feature_lengths, num_negatives), mesh, rules,
-      abstract=restored is not None)  # a restore fills the abstract state: one copy only
-  if restored is not None:
-    state = checkpoints.restore(restored, args=ocp.args.StandardRestore(state))
-    batches.restore(positions / str(restored))
-    _LOG.info("Resumed from step %d of %s.", restored, model_dir)
-  elif initial_checkpoint_path:
+
+# --- State and checkpoints ---------------------------------------------------------------------
+
+class _Checkpointer:
+  """Orbax checkpoints of the TrainState, each with the input position of its step."""
+
+  def __init__(self, run: run_dir.RunDir, batches: inputs.GlobalBatches, keep: int):
+    self._run, self._batches = run, batches
+    self._manager = ocp.CheckpointManager(  # a save that a crash cut short is a temporary
+        run.checkpoints,                    # folder: never restored, removed here
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             cleanup_tmp_directories=True))
+    self._params_norm = jax.jit(optax.tree.norm)
+
+  def latest_step(self) -> Optional[int]:
+    return self._manager.latest_step()
+
+  def restore(self, abstract_state: trainer.TrainState) -> trainer.TrainState:
+    """The latest checkpoint into the abstract (sharded) state, and its input position."""
+    step = self.latest_step()
+    state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    self._batches.restore(self._run.input_position(step))
+    _LOG.info("Resumed from step %d of %s.", step, self._run.path)
+    return state
+
+  def save(self, state: trainer.TrainState, step: int) -> None:
+    """Saves `state` (of step `step`), unless saved already; TrainingError if its
+    parameters are not finite. Older input positions go with their checkpoints."""
+    if self.latest_step() == step:
+      return
+    _check_finite(step, {"params_norm": float(self._params_norm(state.params))},
+                  self.latest_step())
+    position = self._run.input_position(step)
+    position.mkdir(parents=True, exist_ok=True)
+    self._batches.save(position)  # before the checkpoint that refers to it
+    self._manager.save(step, args=ocp.args.StandardSave(state))
+    self._manager.wait_until_finished()
+    kept = {str(s) for s in self._manager.all_steps()}
+    if jax.process_index() == 0:
+      for old in self._run.input_positions.iterdir():
+        if old.name.isdigit() and old.name not in kept:
+          shutil.rmtree(old, ignore_errors=True)
+
+  def wait_until_finished(self) -> None:
+    self._manager.wait_until_finished()
+
+
+def _restore_or_initialise(checkpointer: _Checkpointer, model: dual_encoder.DualEncoder,
+                           optimizer: optax.GradientTransformation, seed: int,
+                           mesh: jax.sharding.Mesh, rules: partitioning.LogicalRules,
+                           initial_checkpoint_path: Optional[str], example: trainer.Batch
+                           ) -> tuple[trainer.TrainState, trainer.TrainState]:
+  """(state, its shardings): the latest checkpoint's; else a fresh one, its towers from
+  INITIAL_CHECKPOINT_PATH when set."""
+  resume = checkpointer.latest_step() is not None
+  state, shardings = trainer.create_train_state(  # a restore fills the abstract state: one
+      model, optimizer, jax.random.key(seed), example, mesh, rules, abstract=resume)  # copy
+  if resume:
+    return checkpointer.restore(state), shardings
+  if initial_checkpoint_path:
     config, tower, kernel = pretrained.load_initial_checkpoint(initial_checkpoint_path)
     pretrained.check_compatible(config, model.config,
                                 f"INITIAL_CHECKPOINT_PATH={initial_checkpoint_path!r}")
@@ -201,139 +341,140 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
                                         kernel)
     state = dataclasses.replace(state, params=jax.device_put(params, shardings.params))
     _LOG.info("Initialised the towers from %s (%s).", initial_checkpoint_path, config)
+  return state, shardings
 
-  params_norm = jax.jit(optax.global_norm)
 
-  def finite_values(step, metrics) -> dict[str, float]:
-    """The metrics as floats; TrainingError if one is not finite (in a step not skipped)."""
-    values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-    if not values.get("skipped") and not all(math.isfinite(v) for v in values.values()):
-      raise TrainingError(
-          f"non-finite training metrics at step {step}: {values}. The last good"
-          f" checkpoint (step {checkpoints.latest_step()}) is kept in {model_dir}"
-          " (SKIP_NONFINITE = True skips such steps instead).")
-    return values
+# --- Evaluation --------------------------------------------------------------------------------
 
-  def log_ids(step, batch):
-    ids = {k: multihost_utils.process_allgather(batch[k], tiled=True).tolist()
-           for k in ("query_ids", "passage_ids")}
-    if jax.process_index() == 0:  # one unbuffered write: a line is whole even after a kill
-      with (model_dir / "example_ids.jsonl").open("ab", buffering=0) as f:
-        f.write((json.dumps(dict(step=step, **ids)) + "\n").encode())
+def _retrieval_evaluation(model: dual_encoder.DualEncoder, params: Any,
+                          retrieval_sets: dict[str, Any], mixture_or_task_name: str,
+                          lengths: dict[str, int], mesh: jax.sharding.Mesh, k: int
+                          ) -> dict[str, float]:
+  """{"retrieval/<set>/<metric>": value}: each set's queries against its whole corpus."""
+  results = {}
+  if retrieval_sets:
+    vocabulary = run_dir.vocabulary(mixture_or_task_name)
+    encode_queries, encode_passages = run_dir.encoders(model)
+  for name, eval_set in retrieval_sets.items():
+    found, _ = retrieval.evaluate(encode_queries, encode_passages, params, eval_set, vocabulary,
+                                  lengths, mesh, k=k)
+    results.update({f"retrieval/{name}/{metric}": v for metric, v in found.items()})
+  return results
 
-  def save(state):
-    step = int(state.step)
-    if checkpoints.latest_step() == step:
+
+def _in_batch_evaluation(eval_step: Callable, params: Any,
+                         mesh: jax.sharding.Mesh, mixture_or_task_name: str, split: str,
+                         lengths: dict[str, int], batch_size: int, num_batches: int,
+                         num_negatives: int) -> dict[str, float]:
+  """{"eval/<metric>": value}: `eval_step`'s `(params, batch) -> metrics`, averaged over
+  `num_batches` batches of `split` (repeated if shorter, so that every process sees as many)."""
+  ds = inputs.get_dataset(mixture_or_task_name, split, lengths,
+                          batch_size // jax.process_count(), shard_index=jax.process_index(),
+                          num_shards=jax.process_count(), shuffle=False, num_epochs=None,
+                          num_negatives=num_negatives)
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  totals, count = {}, 0
+  for local in ds.take(num_batches).as_numpy_iterator():
+    batch = {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+    with jax.set_mesh(mesh):
+      metrics = jax.device_get(eval_step(params, batch))
+    totals = {k: totals.get(k, 0.0) + float(v) for k, v in metrics.items()}
+    count += 1
+  if not count:
+    _LOG.warning("EVAL_SPLIT %r of %s has less than one batch; no evaluation.", split,
+                 mixture_or_task_name)
+    return {}
+  return {f"eval/{k}": v / count for k, v in totals.items()}
+
+
+# --- The loop's helpers ------------------------------------------------------------------------
+
+class _Progress:
+  """Training metrics, read one step late: step n's are fetched while step n + 1 runs, so
+  that the host waits for the device only where it must (a log line, a checkpoint)."""
+
+  def __init__(self, writer, batch_size: int, train_steps: int, step: int,
+               latest_checkpoint: Callable[[], Optional[int]], count_skipped: bool):
+    self._writer, self._batch_size, self._train_steps = writer, batch_size, train_steps
+    self._latest_checkpoint, self._count_skipped = latest_checkpoint, count_skipped
+    self._pending = None  # (step, metrics on the device)
+    self._start_time, self._start_step = time.perf_counter(), step
+    self.values: dict[str, float] = {}  # the newest step read, less "skipped"
+    self.skipped = 0  # skipped steps since the last log line
+    self.skipped_total = 0  # and before it, in this invocation
+
+  def add(self, step: int, metrics: dict[str, jax.Array]) -> None:
+    """Takes step `step`'s metrics (not waited for) and reads the step before's."""
+    self.read()
+    self._pending = (step, metrics)
+
+  def read(self) -> None:
+    """Waits for the pending step's metrics; TrainingError if they are not finite (in a
+    step that was not skipped)."""
+    if self._pending is None:
       return
-    finite_values(step, {"params_norm": params_norm(state.params)})
-    (positions / str(step)).mkdir(parents=True, exist_ok=True)
-    batches.save(positions / str(step))  # before the checkpoint that refers to it
-    checkpoints.save(step, args=ocp.args.StandardSave(state))
-    checkpoints.wait_until_finished()
-    kept = {str(s) for s in checkpoints.all_steps()}
-    if jax.process_index() == 0:
-      for old in positions.iterdir():
-        if old.name.isdigit() and old.name not in kept:
-          shutil.rmtree(old, ignore_errors=True)
+    step, metrics = self._pending
+    self._pending = None
+    values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    skipped = int(values.pop("skipped", 0))
+    if not skipped:
+      _check_finite(step, values, self._latest_checkpoint())
+    self.skipped += skipped
+    self.values = values
 
-  # --- Evaluation: in-batch metrics on held-out batches, corpus-level retrieval ---------------
-  eval_step = jax.jit(lambda params, batch: trainer.batch_loss(model, loss_fn, params, batch)[1])
-  vocabulary = seqio.get_mixture_or_task(mixture_or_task_name).output_features[
-      "queries"].vocabulary
-  encode = lambda method: lambda params, ids: model.apply({"params": params}, ids,
-                                                          method=method)
+  def log(self, step: int) -> None:
+    """A progress line and the summaries of step `step`."""
+    self.read()
+    values = self.values
+    rate = (step - self._start_step) * self._batch_size / (time.perf_counter()
+                                                           - self._start_time)
+    eta = (self._train_steps - step) * self._batch_size / max(rate, 1e-9)
+    _LOG.info("step %d/%d  loss %.4f  acc %.3f  mrr %.3f  lr %.2e  %.0f examples/s  ETA %.0f s%s",
+              step, self._train_steps, values["loss"], values["accuracy_qp"], values["mrr_qp"],
+              values["learning_rate"], rate, eta,
+              f"  skipped {self.skipped}" if self.skipped else "")
+    summaries = dict(values, examples_per_second=rate)
+    if self._count_skipped:
+      summaries["skipped_steps"] = self.skipped
+    _write_summaries(self._writer, step, summaries)
+    self._start_time, self._start_step = time.perf_counter(), step
+    self.skipped_total, self.skipped = self.skipped_total + self.skipped, 0
 
-  def evaluate(params) -> dict[str, float]:
-    results = {}
-    for name, eval_set in retrieval_sets.items():
-      found, _ = retrieval.evaluate(encode(model.encode_queries), encode(model.encode_passages),
-                                    params, eval_set, vocabulary, task_feature_lengths, mesh,
-                                    k=eval_k)
-      results.update({f"retrieval/{name}/{k}": v for k, v in found.items()})
-    return dict(results, **_in_batch_evaluation(params))
 
-  def _in_batch_evaluation(params) -> dict[str, float]:
-    if not eval_split:
-      return {}
-    ds = inputs.get_dataset(mixture_or_task_name, eval_split, task_feature_lengths,
-                            batch_size // jax.process_count(), shard_index=jax.process_index(),
-                            num_shards=jax.process_count(), shuffle=False, num_epochs=None,
-                            num_negatives=num_negatives)  # repeats: equal counts everywhere
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-    totals, count = {}, 0
-    for local in ds.take(eval_batches).as_numpy_iterator():
-      batch = {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
-      with jax.set_mesh(mesh):
-        metrics = jax.device_get(eval_step(params, batch))
-      totals = {k: totals.get(k, 0.0) + float(v) for k, v in metrics.items()}
-      count += 1
-    if not count:
-      _LOG.warning("EVAL_SPLIT %r of %s has less than one batch; no evaluation.", eval_split,
-                   mixture_or_task_name)
-      return {}
-    return {f"eval/{k}": v / count for k, v in totals.items()}
+class _StopSignal:
+  """SIGTERM, caught: the loop saves a checkpoint and stops. Every process stops at the same
+  step: with several, they agree at each `period`-th step (one all-gather); alone, a
+  process looks at every step, for free."""
 
-  # --- Loop ------------------------------------------------------------------------------------
-  train_step = trainer.compile_train_step(step_fn, shardings, mesh, rules)
-  writer = tf.summary.create_file_writer(str(model_dir / "summaries"))
-  stop = {"signal": None}
-  previous = signal.signal(signal.SIGTERM, lambda signum, _: stop.update(signal=signum))
-  last = train_steps if steps_per_run is None else min(train_steps,
-                                                        int(state.step) + steps_per_run)
-  start_time, start_step = time.perf_counter(), int(state.step)
-  metrics, skipped, skipped_total = {}, 0, 0  # skipped: since the last summary; in all
+  def __init__(self, period: int):
+    self.signal = None
+    self._period = period
+    self._agreed = False
+    self._previous = signal.signal(signal.SIGTERM, self._catch)
 
-  def stopping() -> bool:  # every process stops at the same step
-    flag = np.int32(stop["signal"] is not None)
-    if jax.process_count() > 1:
-      flag = multihost_utils.process_allgather(flag).max()
-    return bool(flag)
+  def _catch(self, signum, _):
+    self.signal = signum
 
-  try:
-    while int(state.step) < last and not stopping():
-      batch = next(batches)
-      if log_example_ids:
-        log_ids(int(state.step) + 1, batch)
-      state, metrics = train_step(state, batch)
-      step = int(state.step)
-      values = finite_values(step, metrics)  # every step: a non-finite one stops the run
-      skipped += int(values.pop("skipped", 0))
-      if step % log_period == 0 or step == train_steps:
-        rate = (step - start_step) * batch_size / (time.perf_counter() - start_time)
-        eta = (train_steps - step) * batch_size / max(rate, 1e-9)
-        _LOG.info("step %d/%d  loss %.4f  acc %.3f  mrr %.3f  lr %.2e  %.0f examples/s  ETA"
-                  " %.0f s%s", step, train_steps, values["loss"], values["accuracy_qp"],
-                  values["mrr_qp"], values["learning_rate"], rate, eta,
-                  f"  skipped {skipped}" if skipped else "")
-        if skip_nonfinite_steps:
-          values["skipped_steps"] = skipped
-        _write_summaries(writer, step, dict(values, examples_per_second=rate))
-        start_time, start_step = time.perf_counter(), step
-        skipped_total, skipped = skipped_total + skipped, 0
-      if step % checkpoint_period == 0 or step == train_steps:
-        save(state)
-      if step % eval_period == 0 and step != train_steps and stop["signal"] is None:
-        _write_summaries(writer, step, evaluate(state.params))
-    if int(state.step) < train_steps:
-      reason = f"signal {stop['signal']}" if stop["signal"] else f"steps_per_run={steps_per_run}"
-      _LOG.warning("%s: saving step %d and stopping.", reason, int(state.step))
-      save(state)
-      return {"step": int(state.step)}
-  finally:
-    signal.signal(signal.SIGTERM, previous)
-    checkpoints.wait_until_finished()
+  def agreed(self, step: int) -> bool:
+    """Whether every process has been asked to stop, as of `step`."""
+    if jax.process_count() == 1:
+      return self.signal is not None
+    if step % self._period == 0:
+      flag = np.int32(self.signal is not None)
+      self._agreed = bool(multihost_utils.process_allgather(flag).max())
+    return self._agreed
 
-  # --- End: evaluation and metrics.json -------------------------------------------------------
-  final = dict(evaluate(state.params), step=int(state.step))
-  final.update({f"train/{k}": float(v) for k, v in jax.device_get(metrics).items()
-                if k != "skipped"})
-  if skip_nonfinite_steps:
-    final["train/skipped_steps"] = skipped_total
-  _write_summaries(writer, int(state.step), final)
-  if jax.process_index() == 0:
-    _write_atomically(model_dir / "metrics.json", json.dumps(final, indent=2, sort_keys=True))
-  _LOG.info("Done: %s", json.dumps(final, sort_keys=True))
-  return final
+  def restore(self) -> None:
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def _log_example_ids(run: run_dir.RunDir, step: int, batch: dict[str, jax.Array]) -> None:
+  """Appends step `step`'s content ids to MODEL_DIR/example_ids.jsonl (process 0)."""
+  ids = {k: multihost_utils.process_allgather(batch[k], tiled=True).tolist()
+         for k in ("query_ids", "passage_ids")}
+  if jax.process_index() == 0:  # one unbuffered write: a line is whole even after a kill
+    with run.example_ids.open("ab", buffering=0) as f:
+      f.write((json.dumps(dict(step=step, **ids)) + "\n").encode())
 
 
 def _write_atomically(path: pathlib.Path, text: str) -> None:
@@ -352,66 +493,8 @@ def _write_summaries(writer, step: int, values: dict[str, float]) -> None:
   writer.flush()
 
 
-def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
-  """--gin_file (repeatable), --gin.NAME=VALUE (repeatable), --gin_search_paths."""
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--gin_file", action="append", default=[], help="a gin file")
-  parser.add_argument("--gin_search_paths", default="",
-                      help="comma-separated folders to find gin files in")
-  parser.add_argument("--coordinator_address", help="host:port of process 0, for a run on"
-                      " several processes (as T5X's flag); SLURM and Open MPI jobs need none")
-  parser.add_argument("--process_count", type=int, help="processes in all")
-  parser.add_argument("--process_index", type=int, help="this process's index")
-  parser.add_argument("--heartbeat_timeout_seconds", type=int, default=100,
-                      help="a process silent this long (dead, preempted) ends the others' run"
-                      " with an error (JAX's coordination service; its default)")
-  args, rest = parser.parse_known_args(argv)
-  args.gin_bindings = []
-  for arg in rest:
-    if not arg.startswith("--gin.") or "=" not in arg:
-      parser.error(f"unrecognised argument {arg!r} (expected --gin.NAME=VALUE)")
-    args.gin_bindings.append(arg[len("--gin."):])
-  if not args.gin_file:
-    parser.error("at least one --gin_file is needed, e.g. experiments/quickstart.gin")
-  return args
-
-
-def parse_gin(gin_files: Sequence[str], bindings: Sequence[str],
-              search_paths: Sequence[str] = ()) -> None:
-  """Parses gin files (found on the search paths, the shipped gin_configs/ last) and
-  bindings, as T5X does."""
-  for path in [*search_paths, str(samtone_jax.GIN_CONFIGS_DIR)]:
-    gin.add_config_file_search_path(path)
-  gin.parse_config_files_and_bindings(gin_files, bindings, finalize_config=False)
-
-
-def setup_logging() -> None:
-  """samtone_jax's progress lines on stdout (JAX and TensorFlow keep their own logs)."""
-  handler = logging.StreamHandler(sys.stdout)
-  handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
-  ours = logging.getLogger("samtone_jax")
-  ours.setLevel(logging.INFO)
-  ours.addHandler(handler)
-  ours.propagate = False
-
-
-def initialize_processes(args: argparse.Namespace) -> None:
-  """jax.distributed.initialize for a run on several processes (flags, SLURM or Open MPI)."""
-  timeout = dict(heartbeat_timeout_seconds=args.heartbeat_timeout_seconds)
-  if args.coordinator_address:
-    jax.distributed.initialize(args.coordinator_address, args.process_count,
-                               args.process_index, **timeout)
-  elif "SLURM_JOB_ID" in os.environ or "OMPI_COMM_WORLD_SIZE" in os.environ:
-    jax.distributed.initialize(**timeout)  # JAX reads the cluster's own variables
-
-
 def main(argv: Optional[Sequence[str]] = None) -> None:
-  setup_logging()
-  args = parse_flags(sys.argv[1:] if argv is None else argv)
-  initialize_processes(args)
-  parse_gin(args.gin_file, args.gin_bindings,
-            [p for p in args.gin_search_paths.split(",") if p])
-  gin.get_configurable(train)()
+  launch.run_configurable(train, argv)
 
 
 if __name__ == "__main__":

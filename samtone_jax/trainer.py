@@ -225,7 +225,7 @@ def make_train_step(model: dual_encoder.DualEncoder, optimizer: optax.GradientTr
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics, learning_rate=jnp.asarray(learning_rate(state.step), jnp.float32),
-                   grad_norm=optax.global_norm(grads))
+                   grad_norm=optax.tree.norm(grads))
     return dataclasses.replace(state, step=state.step + 1, params=params,
                                opt_state=opt_state), metrics
 

@@ -10,24 +10,18 @@ from flax import traverse_util
 
 from tests.test_train import ROOT, _params, _run, tfds_dir  # pylint: disable=unused-import
 
-# Loads a run's parameters with evaluate.load_params (as the evaluate, analysis and export
+# Loads a run's parameters with run_dir.load_params (as the evaluate, analysis and export
 # commands do) and writes them, flattened, to an .npz file.
 _LOAD_PARAMS = """
 import sys
-import gin
 import jax
 import numpy as np
 from flax import traverse_util
-from samtone_jax import evaluate, train
-
-@gin.configurable
-def _model(model=gin.REQUIRED):
-  return model
+from samtone_jax import launch, run_dir
 
 model_dir, out = sys.argv[1:]
-train.parse_gin([f"{model_dir}/config.gin"], ["_model.model = %MODEL"])
-params = evaluate.load_params(_model(), model_dir,
-                              gin.query_parameter("TASK_FEATURE_LENGTHS/gin.macro.value"))
+model, macros = launch.read_run([f"{model_dir}/config.gin"], ["TASK_FEATURE_LENGTHS"])
+params = run_dir.load_params(model, model_dir, macros["TASK_FEATURE_LENGTHS"])
 assert len(jax.devices()) == 1
 np.savez(out, **{"/".join(k): np.asarray(v)
                  for k, v in traverse_util.flatten_dict(params).items()})

@@ -14,7 +14,7 @@ import jax
 import pytest
 
 import samtone_jax
-from samtone_jax import optimizers, partitioning, train, trainer
+from samtone_jax import launch, optimizers, partitioning, train, trainer  # pylint: disable=unused-import
 from samtone_jax.tasks import eval_sets, msmarco, multireqa
 
 PAPER_DIR = samtone_jax.GIN_CONFIGS_DIR / "experiments" / "paper"
@@ -43,7 +43,7 @@ def _experiment_model(model=gin.REQUIRED):
 
 def _macros(files, *names, bindings=()):
   gin.clear_config()
-  train.parse_gin(files, ["MODEL_DIR = '/unused'", "_experiment_model.model = %MODEL",
+  launch.parse_gin(files, ["MODEL_DIR = '/unused'", "_experiment_model.model = %MODEL",
                           *bindings])
   return {n: gin.query_parameter(f"{n}/gin.macro.value") for n in names}
 

@@ -14,7 +14,7 @@ import sentence_transformers
 import sentencepiece as spm
 import transformers
 
-from samtone_jax import evaluate, export, pretrained, retrieval
+from samtone_jax import export, launch, pretrained, retrieval, run_dir
 from samtone_jax.tasks import quickstart, vocabularies
 # The tiny quickstart run of the training tests, and the data folder it needs.
 from tests.test_train import _run, tfds_dir  # pylint: disable=unused-import
@@ -44,11 +44,11 @@ def exported(tfds_dir, tmp_path_factory):  # pylint: disable=redefined-outer-nam
 
 def _jax_model(run):
   """The run's model, parameters, lengths and vocabulary, as training left them."""
-  model, settings = export.run_settings([str(run / "config.gin")])
+  model, settings = launch.read_run([str(run / "config.gin")],
+                                    ["TASK_FEATURE_LENGTHS", "MIXTURE_OR_TASK_NAME"])
   lengths = settings["TASK_FEATURE_LENGTHS"]
-  vocabulary = seqio.get_mixture_or_task(settings["MIXTURE_OR_TASK_NAME"]).output_features[
-      "queries"].vocabulary
-  return model, evaluate.load_params(model, str(run), lengths), lengths, vocabulary
+  vocabulary = run_dir.vocabulary(settings["MIXTURE_OR_TASK_NAME"])
+  return model, run_dir.load_params(model, str(run), lengths), lengths, vocabulary
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)

@@ -1,0 +1,140 @@
+r"""What every entry point shares: flags, gin, logging, processes, and a run's model.
+
+`train` and `evaluate` are gin configurables run by `run_configurable`:
+
+  python -m samtone_jax.train --gin_file=experiments/quickstart.gin --gin.MODEL_DIR="'/tmp/q'"
+
+Flags, as T5X's: `--gin_file` (repeatable; the shipped gin_configs/ is always on the search
+path), `--gin.NAME=VALUE` (a binding or macro, repeatable), `--gin_search_paths`
+(comma-separated), and for a run on several processes `--coordinator_address`,
+`--process_count`, `--process_index`, `--heartbeat_timeout_seconds`.
+
+`export` and `analysis` start from a finished run instead: `read_run` gives the model
+(MODEL) and the macros of its config.gin.
+"""
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any, Callable, Optional, Sequence
+
+import gin
+
+import samtone_jax
+
+_LOG = logging.getLogger("samtone_jax.launch")
+
+
+def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
+  """--gin_file (repeatable), --gin.NAME=VALUE (repeatable), --gin_search_paths, processes.
+
+  Returns:
+    The flags, with `gin_bindings` (the NAME=VALUE strings) and `search_paths` (a list).
+  """
+  parser = argparse.ArgumentParser(description="samtone_jax: T5X-style flags")
+  parser.add_argument("--gin_file", action="append", default=[], help="a gin file")
+  parser.add_argument("--gin_search_paths", default="",
+                      help="comma-separated folders to find gin files in")
+  parser.add_argument("--coordinator_address", help="host:port of process 0, for a run on"
+                      " several processes (as T5X's flag); SLURM and Open MPI jobs need none")
+  parser.add_argument("--process_count", type=int, help="processes in all")
+  parser.add_argument("--process_index", type=int, help="this process's index")
+  parser.add_argument("--heartbeat_timeout_seconds", type=int, default=100,
+                      help="a process silent this long (dead, preempted) ends the others' run"
+                      " with an error (JAX's coordination service; its default)")
+  args, rest = parser.parse_known_args(argv)
+  args.gin_bindings = []
+  for arg in rest:
+    if not arg.startswith("--gin.") or "=" not in arg:
+      parser.error(f"unrecognised argument {arg!r} (expected --gin.NAME=VALUE)")
+    args.gin_bindings.append(arg[len("--gin."):])
+  if not args.gin_file:
+    parser.error("at least one --gin_file is needed, e.g. experiments/quickstart.gin")
+  args.search_paths = [p for p in args.gin_search_paths.split(",") if p]
+  return args
+
+
+class _GinSearchPathFilter(logging.Filter):
+  """Drops gin's `Path not found: ...` lines: it logs one at ERROR for every search path a
+  file is not in before it finds the file, and the last search path is always ours."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Path not found: ")
+
+
+def parse_gin(gin_files: Sequence[str], bindings: Sequence[str] = (),
+              search_paths: Sequence[str] = ()) -> None:
+  """Parses gin files (found on the search paths, the shipped gin_configs/ last) and
+  bindings, as T5X does. A file found nowhere still fails, naming the file."""
+  for path in [*search_paths, str(samtone_jax.GIN_CONFIGS_DIR)]:
+    gin.add_config_file_search_path(path)
+  quiet = _GinSearchPathFilter()
+  logging.getLogger().addFilter(quiet)
+  try:
+    gin.parse_config_files_and_bindings(gin_files, bindings, finalize_config=False)
+  finally:
+    logging.getLogger().removeFilter(quiet)
+
+
+def setup_logging() -> None:
+  """samtone_jax's progress lines on stdout (JAX and TensorFlow keep their own logs)."""
+  ours = logging.getLogger("samtone_jax")
+  if ours.handlers:
+    return
+  handler = logging.StreamHandler(sys.stdout)
+  handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+  ours.setLevel(logging.INFO)
+  ours.addHandler(handler)
+  ours.propagate = False
+
+
+
+def initialize_processes(args: argparse.Namespace) -> None:
+  """jax.distributed.initialize for a run on several processes (flags, SLURM or Open MPI)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  timeout = dict(heartbeat_timeout_seconds=args.heartbeat_timeout_seconds)
+  if args.coordinator_address:
+    jax.distributed.initialize(args.coordinator_address, args.process_count,
+                               args.process_index, **timeout)
+  elif "SLURM_JOB_ID" in os.environ or "OMPI_COMM_WORLD_SIZE" in os.environ:
+    jax.distributed.initialize(**timeout)  # JAX reads the cluster's own variables
+
+
+def run_configurable(function: Callable[..., Any], argv: Optional[Sequence[str]] = None) -> Any:
+  """An entry point's main: logging, flags, processes, gin; then `function` as gin binds it."""
+  setup_logging()
+  args = parse_flags(sys.argv[1:] if argv is None else argv)
+  initialize_processes(args)
+  parse_gin(args.gin_file, args.gin_bindings, args.search_paths)
+  return gin.get_configurable(function)()
+
+
+@gin.configurable
+def _run_model(model=gin.REQUIRED):
+  return model
+
+
+def read_run(gin_files: Sequence[str], macros: Sequence[str], bindings: Sequence[str] = (),
+             search_paths: Sequence[str] = ()) -> tuple[Any, dict[str, Any]]:
+  """The model (MODEL) and the values of `macros` that gin files (a run's config.gin, then
+  any overrides) set; gin's configuration is left empty, as it was found.
+
+  Raises:
+    ValueError: a macro that the files do not set, naming the files.
+  """
+  gin.clear_config()
+  parse_gin(gin_files, ["_run_model.model = %MODEL", *bindings],
+            search_paths)
+  try:
+    model = _run_model()
+    values = {}
+    for name in macros:
+      try:
+        values[name] = gin.query_parameter(f"{name}/gin.macro.value")
+      except ValueError:
+        raise ValueError(f"{', '.join(map(str, gin_files))}: no macro {name} (a training run's"
+                         " config.gin sets it).") from None
+  finally:
+    gin.clear_config()
+  return model, values

@@ -1,0 +1,199 @@
+"""A training run's directory (MODEL_DIR), and what the entry points read from one.
+
+The layout, written by `train` and read by `evaluate`, `export` and `analysis`:
+
+  MODEL_DIR/
+    config.gin                 the operative gin config (the run's model, task and lengths)
+    checkpoints/<step>/        orbax checkpoints of the TrainState
+    input_positions/<step>/    the input pipeline's position at each checkpoint
+    damaged/<step>/            a checkpoint that did not restore, moved aside on resume
+    summaries/                 TensorBoard event files
+    metrics.json               the final evaluation
+    example_ids.jsonl          each step's content ids (LOG_EXAMPLE_IDS only)
+    eval/                      `evaluate`'s metrics.json and TREC run files (by default)
+
+This module is the only one that spells those names. It also loads a checkpoint's
+parameters (from a run or from a pretrained Hugging Face folder), a task's vocabulary, and
+the jit-able encode functions of a model.
+"""
+
+import dataclasses
+import logging
+import pathlib
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import orbax.checkpoint as ocp
+import seqio
+
+from samtone_jax import dual_encoder, partitioning, pretrained
+
+_LOG = logging.getLogger("samtone_jax.run_dir")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDir:
+  """The paths of a training run's MODEL_DIR."""
+  path: pathlib.Path
+
+  def __post_init__(self):
+    object.__setattr__(self, "path", pathlib.Path(self.path).absolute())
+
+  @property
+  def config(self) -> pathlib.Path:
+    return self.path / "config.gin"
+
+  @property
+  def checkpoints(self) -> pathlib.Path:
+    return self.path / "checkpoints"
+
+  def checkpoint(self, step: int) -> pathlib.Path:
+    return self.checkpoints / str(step)
+
+  @property
+  def input_positions(self) -> pathlib.Path:
+    return self.path / "input_positions"
+
+  def input_position(self, step: int) -> pathlib.Path:
+    return self.input_positions / str(step)
+
+  def damaged(self, step: int) -> pathlib.Path:
+    """A new folder name for the damaged checkpoint of `step`: damaged/<step>, or
+    damaged/<step>.<n> when a checkpoint of that step was moved aside before."""
+    folder, n = self.path / "damaged" / str(step), 1
+    while folder.exists():
+      n += 1
+      folder = self.path / "damaged" / f"{step}.{n}"
+    return folder
+
+  @property
+  def summaries(self) -> pathlib.Path:
+    return self.path / "summaries"
+
+  @property
+  def metrics(self) -> pathlib.Path:
+    return self.path / "metrics.json"
+
+  @property
+  def example_ids(self) -> pathlib.Path:
+    return self.path / "example_ids.jsonl"
+
+  @property
+  def eval(self) -> pathlib.Path:
+    return self.path / "eval"
+
+  def latest_step(self) -> Optional[int]:
+    """The newest checkpoint's step, or None."""
+    if not self.checkpoints.is_dir():
+      return None
+    return ocp.CheckpointManager(self.checkpoints).latest_step()
+
+
+def resolve_checkpoint(path: str | pathlib.Path, name: str = "CHECKPOINT_PATH",
+                       need_config: bool = False) -> tuple[RunDir, int]:
+  """(run, step) of a training MODEL_DIR (its newest checkpoint) or a `checkpoints/<step>`.
+
+  Args:
+    path: the folder a user named.
+    name: the flag or gin macro that named it, for the errors.
+    need_config: whether the run must have its config.gin (to read its model from).
+
+  Raises:
+    FileNotFoundError: neither a run with a checkpoint nor one of its checkpoints.
+  """
+  path = pathlib.Path(path).absolute()
+  if path.name.isdigit() and path.parent.name == "checkpoints":
+    run, step = RunDir(path.parent.parent), int(path.name)
+  else:
+    run, step = RunDir(path), None
+  if need_config and not run.config.is_file():
+    raise FileNotFoundError(f"{name}={str(path)!r}: not a training MODEL_DIR or one of its"
+                            f" checkpoints/<step> folders ({run.config} is missing).")
+  step = run.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"{name}={str(path)!r}: no checkpoint in {run.checkpoints} (nor a"
+                            " checkpoints/<step> folder or a pretrained model folder).")
+  return run, step
+
+
+def is_pretrained_folder(path: str | pathlib.Path) -> bool:
+  """Whether `path` is a Hugging Face T5 or sentence-transformers folder."""
+  path = pathlib.Path(path)
+  return (path / "modules.json").exists() or (path / "config.json").exists()
+
+
+def load_params(model: dual_encoder.DualEncoder, checkpoint_path: str | pathlib.Path,
+                lengths: dict, mesh: Optional[jax.sharding.Mesh] = None,
+                name: str = "CHECKPOINT_PATH") -> dict:
+  """The model's parameters from a training MODEL_DIR, a `checkpoints/<step>` folder, or a
+  pretrained Hugging Face / sentence-transformers folder (named by `name`, for errors).
+
+  A checkpoint's parameters (only those of its TrainState are read) are replicated over
+  `mesh` (default: all devices), whatever devices and mesh saved them.
+
+  Raises:
+    pretrained.CheckpointError: the checkpoint does not restore (damaged files); the error
+      names the newest checkpoint of the run that does.
+  """
+  if is_pretrained_folder(checkpoint_path):
+    config, tower, kernel = pretrained.load_initial_checkpoint(checkpoint_path)
+    pretrained.check_compatible(config, model.config, f"{name}={str(checkpoint_path)!r}")
+    ids = jax.numpy.zeros((1, lengths["queries"]), jax.numpy.int32)
+    params = nn.unbox(model.init(jax.random.key(0), ids, ids))["params"]
+    return pretrained.with_pretrained(jax.device_get(params), model.architecture, tower, kernel)
+  run, step = resolve_checkpoint(checkpoint_path, name)
+  _LOG.info("Parameters of step %d from %s.", step, run.path)
+  manager = ocp.CheckpointManager(run.checkpoints, item_handlers=ocp.PyTreeCheckpointHandler())
+  mesh = partitioning.create_mesh() if mesh is None else mesh
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  try:
+    return _restore_params(manager, step, replicated)
+  except Exception as e:  # pylint: disable=broad-except  # the storage layer's, said plainly
+    error = f"{type(e).__name__}: {first_line(e)}"
+  good = next((s for s in sorted(manager.all_steps(), reverse=True) if s < step
+               and _restores(manager, s, replicated)), None)
+  raise pretrained.CheckpointError(
+      f"{name}={str(checkpoint_path)!r}: the checkpoint of step {step} ({run.checkpoint(step)})"
+      f" does not restore: {error}. " + (
+          f"The newest checkpoint that does is step {good}: {run.checkpoint(good)}."
+          if good is not None else f"No older checkpoint in {run.checkpoints} restores."))
+
+
+def _restore_params(manager: ocp.CheckpointManager, step: int,
+                    sharding: jax.sharding.Sharding) -> dict:
+  """The `params` of checkpoint `step`'s TrainState, each with `sharding`."""
+  target = {"params": jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+      manager.item_metadata(step)["params"])}
+  return manager.restore(step, args=ocp.args.PyTreeRestore(
+      target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+      partial_restore=True))["params"]
+
+
+def _restores(manager: ocp.CheckpointManager, step: int, sharding: jax.sharding.Sharding
+              ) -> bool:
+  try:
+    _restore_params(manager, step, sharding)
+    return True
+  except Exception:  # pylint: disable=broad-except
+    return False
+
+
+def first_line(error: BaseException, limit: int = 400) -> str:
+  """An exception's message, its first line and at most `limit` characters."""
+  text = (str(error).strip().splitlines() or [""])[0]
+  return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def vocabulary(mixture_or_task_name: str) -> seqio.Vocabulary:
+  """The vocabulary of a task's (or mixture's) texts, its `queries` feature's."""
+  return seqio.get_mixture_or_task(mixture_or_task_name).output_features["queries"].vocabulary
+
+
+def encoders(model: dual_encoder.DualEncoder
+             ) -> tuple[Callable[[Any, jax.Array], jax.Array], Callable[[Any, jax.Array], jax.Array]]:
+  """(encode_queries, encode_passages): jit-able `(params, [b, L] int32) -> [b, E]`."""
+  def encoder(method):
+    return lambda params, ids: model.apply({"params": params}, ids, method=method)
+  return encoder(model.encode_queries), encoder(model.encode_passages)
