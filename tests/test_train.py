@@ -18,7 +18,7 @@ import pytest
 import seqio
 
 import samtone_jax.tasks  # pylint: disable=unused-import
-from samtone_jax import evaluate, inputs, train
+from samtone_jax import inputs, launch, run_dir, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY_RUN = ["TRAIN_STEPS = 12", "BATCH_SIZE = 16", "CHECKPOINT_PERIOD = 4", "EVAL_PERIOD = 4",
@@ -38,7 +38,7 @@ def tfds_dir(tmp_path_factory):
 
 def _run(model_dir, *bindings):
   gin.clear_config()
-  train.parse_gin(["experiments/quickstart.gin"],
+  launch.parse_gin(["experiments/quickstart.gin"],
                   [f"MODEL_DIR = '{model_dir}'", *TINY_RUN, *bindings])
   try:
     return gin.get_configurable(train.train)()
@@ -49,7 +49,7 @@ def _run(model_dir, *bindings):
 def _params(model_dir, step):
   """The parameters of a checkpoint, whatever devices and processes saved it (as the evaluate
   command reads them; the model is only needed for pretrained folders)."""
-  return evaluate.load_params(None, pathlib.Path(model_dir) / "checkpoints" / str(step), {})
+  return run_dir.load_params(None, run_dir.RunDir(model_dir).checkpoint(step), {})
 
 
 def test_resumed_run_equals_uninterrupted_run(tfds_dir, tmp_path):
@@ -168,6 +168,14 @@ def test_bad_configuration_fails_before_anything_is_compiled(tfds_dir, tmp_path,
   assert not (tmp_path / "run").exists()
 
 
+def _assert_quiet(log: str) -> None:
+  """A successful run on CPU prints no error line, and nothing about CUDA (gin's search for
+  its include files, TensorFlow's GPU probing)."""
+  noisy = [line for line in log.splitlines() if re.search(r"\bERROR\b|cuda|cuInit", line,
+                                                          re.IGNORECASE)]
+  assert not noisy, noisy
+
+
 def test_sigterm_writes_a_checkpoint_and_exits(tmp_path):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
   command = [sys.executable, "-m", "samtone_jax.train", "--gin_file=experiments/quickstart.gin",
@@ -191,6 +199,7 @@ def test_sigterm_writes_a_checkpoint_and_exits(tmp_path):
   log = "".join(lines) + out
   assert proc.returncode == 0, log[-3000:]
   assert "saving step" in log, log[-3000:]
+  _assert_quiet(log)
   step = ocp.CheckpointManager(tmp_path.absolute() / "checkpoints").latest_step()
   assert step and step >= 50, log[-3000:]
   assert (tmp_path / "input_positions" / str(step)).is_dir()
@@ -228,6 +237,7 @@ def test_evaluate_command_reproduces_the_training_evaluation(tfds_dir, tmp_path)
       cwd=ROOT, capture_output=True, text=True, timeout=600,
       env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8"), check=False)
   assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+  _assert_quiet(done.stdout + done.stderr)
   written = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
   got = written["stdlib_code_search_test"]
   for name in ("P@1", "MRR", "nDCG@10", "Recall@100"):
