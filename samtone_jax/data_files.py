@@ -7,6 +7,8 @@ kind of message everywhere: `DataError: <file>:<line>: <what is wrong>`.
   (`archive.zip/inner/path`), decoded as UTF-8, with their 1-based line numbers.
 - `iter_jsonl(path)`: JSON objects, one a line (blank lines skipped).
 - `iter_tsv(path, columns)`: tab-separated fields, a fixed number a line.
+- `parse_qrels_line(...)`, `iter_qrels(path, format)`: the judgments of a qrels file, TREC
+  (`qid 0 pid label`, MS MARCO) or BEIR (`query-id<TAB>corpus-id<TAB>score`, a header).
 - `drop_empty(examples, source)`: training examples without empty texts, counted.
 - `normalize_text(text)`: the form in which texts count as equal.
 - `RetrievalSet`: queries, corpus and qrels of an evaluation set.
@@ -111,20 +113,28 @@ def iter_tsv(path: Any, columns: int, header: Optional[tuple[str, ...]] = None,
     DataError: for a line with another number of fields, or a wrong header.
   """
   for line_no, line in iter_lines(path):
-    if separators == "\t":
-      fields = line.split("\t")
-    else:
-      fields = line.replace("\t", " ").split()
-    if line_no == 1 and header is not None:
-      if tuple(f.strip() for f in fields) != header:
-        raise DataError(path, line_no, f"expected the header {list(header)}, got {fields}.")
-      continue
-    if not line.strip():
-      continue
-    if len(fields) != columns:
-      raise DataError(path, line_no, f"expected {columns} tab-separated fields, got"
-                                     f" {len(fields)}: {line[:200]!r}.")
-    yield line_no, fields
+    fields = _tsv_fields(line, line_no, path, columns, header, separators)
+    if fields is not None:
+      yield line_no, fields
+
+
+def _tsv_fields(line: str, line_no: int, path: Any, columns: int,
+                header: Optional[tuple[str, ...]], separators: str) -> Optional[list[str]]:
+  """The fields of one line of `iter_tsv`'s files; None for the header and blank lines."""
+  if separators == "\t":
+    fields = line.split("\t")
+  else:
+    fields = line.replace("\t", " ").split()
+  if line_no == 1 and header is not None:
+    if tuple(f.strip() for f in fields) != header:
+      raise DataError(path, line_no, f"expected the header {list(header)}, got {fields}.")
+    return None
+  if not line.strip():
+    return None
+  if len(fields) != columns:
+    raise DataError(path, line_no, f"expected {columns} tab-separated fields, got"
+                                   f" {len(fields)}: {line[:200]!r}.")
+  return fields
 
 
 def field(record: Mapping[str, Any], name: str, kind: type, path: Any, line: int) -> Any:
@@ -153,6 +163,83 @@ def drop_empty(examples: Iterable[dict[str, str]], source: Any) -> Iterator[dict
   finally:
     if dropped:
       logging.warning("%s: dropped %d training examples with an empty text.", source, dropped)
+
+
+@dataclasses.dataclass(frozen=True)
+class QrelsFormat:
+  """How a qrels file lays out its lines (see `QRELS_FORMATS`).
+
+  Attributes:
+    columns: fields a line.
+    separators: as `iter_tsv`'s.
+    header: the first line's field names, or None for a file without header.
+    query, document, relevance: the indices of those fields.
+    relevance_name: the relevance's name in error messages ("label", "score").
+  """
+  columns: int
+  separators: str
+  header: Optional[tuple[str, ...]]
+  query: int
+  document: int
+  relevance: int
+  relevance_name: str
+
+
+QRELS_FORMATS = {
+    # TREC (MS MARCO, TREC DL): `qid 0 pid label` (or `Q0`), tabs or runs of spaces.
+    "trec": QrelsFormat(columns=4, separators="\t ", header=None, query=0, document=2,
+                        relevance=3, relevance_name="label"),
+    # BEIR `qrels/<split>.tsv`: a header, then `query-id<TAB>corpus-id<TAB>score`.
+    "beir": QrelsFormat(columns=3, separators="\t", header=("query-id", "corpus-id", "score"),
+                        query=0, document=1, relevance=2, relevance_name="score"),
+}
+
+
+def parse_qrels_line(line: str, line_no: int, path: Any,
+                     qrels_format: str) -> Optional[tuple[str, str, int]]:
+  """(query id, document id, relevance) of one line of a qrels file.
+
+  Args:
+    line: the line, without its line ending.
+    line_no: its 1-based number (line 1 is the header of a format with one).
+    path: the file, for error messages.
+    qrels_format: a key of `QRELS_FORMATS`: "trec" or "beir".
+
+  Returns:
+    The judgment, ids as published (strings, never cast); None for the header or a blank
+    line.
+
+  Raises:
+    DataError: `<path>:<line>: ...` for a wrong header, a line with another number of
+      fields, or a relevance that is not an integer.
+  """
+  form = QRELS_FORMATS[qrels_format]
+  fields = _tsv_fields(line, line_no, path, form.columns, form.header, form.separators)
+  if fields is None:
+    return None
+  relevance = fields[form.relevance]
+  try:
+    value = int(relevance)
+  except ValueError:
+    raise DataError(path, line_no, f"the {form.relevance_name} {relevance!r} is not an"
+                                   f" integer.") from None
+  return fields[form.query], fields[form.document], value
+
+
+def iter_qrels(path: Any, qrels_format: str) -> Iterator[tuple[int, str, str, int]]:
+  """Yields (line number, query id, document id, relevance) of a qrels file.
+
+  Args:
+    path: the file (plain, .gz or in a zip, as `iter_lines`).
+    qrels_format: "trec" or "beir" (see `QRELS_FORMATS`).
+
+  Raises:
+    DataError: as `iter_lines` and `parse_qrels_line`.
+  """
+  for line_no, line in iter_lines(path):
+    judgment = parse_qrels_line(line, line_no, path, qrels_format)
+    if judgment is not None:
+      yield (line_no, *judgment)
 
 
 def build_qrels(judgments: Callable[[], Iterable[tuple[int, str, str, int]]],

@@ -25,7 +25,7 @@ from samtone_jax.tasks import eval_sets, pairs, vocabularies
 
 DataError = data_files.DataError
 
-QRELS_HEADER = ("query-id", "corpus-id", "score")
+QRELS_HEADER = data_files.QRELS_FORMATS["beir"].header
 
 
 def _first_line(path: Any, key: str) -> int:
@@ -87,21 +87,6 @@ def read_queries(path: Any) -> dict[str, str]:
       path, lambda record, line_no: data_files.field(record, "text", str, path, line_no))
 
 
-def _iter_qrels(path: Any) -> Iterator[tuple[int, str, str, int]]:
-  """Yields (line number, query id, corpus id, score) of a BEIR qrels file.
-
-  Raises:
-    DataError: for a missing header, a line without 3 fields or a score that is not an
-      integer.
-  """
-  for line_no, (qid, doc_id, score) in data_files.iter_tsv(path, 3, header=QRELS_HEADER):
-    try:
-      value = int(score)
-    except ValueError:
-      raise DataError(path, line_no, f"the score {score!r} is not an integer.") from None
-    yield line_no, qid, doc_id, value
-
-
 def read_qrels(path: Any) -> dict[str, dict[str, int]]:
   """Reads a BEIR `qrels/<split>.tsv`.
 
@@ -116,7 +101,7 @@ def read_qrels(path: Any) -> dict[str, dict[str, int]]:
     DataError: for a bad header or line, a score that is not an integer, or a pair judged
       twice with different scores (naming both lines).
   """
-  return data_files.build_qrels(lambda: _iter_qrels(path), path)
+  return data_files.build_qrels(lambda: data_files.iter_qrels(path, "beir"), path)
 
 
 def _paths(folder: Any, split: str) -> tuple[str, str, str]:
@@ -155,7 +140,7 @@ def _judged_pairs(folder: Any, split: str) -> Iterator[dict[str, str]]:
   """(query, document) of each score > 0 row of `qrels/<split>.tsv`, in file order."""
   corpus_path, queries_path, qrels_path = _paths(folder, split)
   queries, corpus = read_queries(queries_path), read_corpus(corpus_path)
-  for line_no, qid, doc_id, score in _iter_qrels(qrels_path):
+  for line_no, qid, doc_id, score in data_files.iter_qrels(qrels_path, "beir"):
     if score > 0:
       for key, texts, what in ((qid, queries, "query"), (doc_id, corpus, "document")):
         if key not in texts:

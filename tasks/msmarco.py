@@ -106,20 +106,6 @@ def read_queries(path: Any) -> dict[str, str]:
   return _read_texts(path, str.strip)
 
 
-def _iter_qrels(path: Any) -> Iterator[tuple[int, str, str, int]]:
-  """Yields (line number, qid, pid, label) of a TREC qrels file, tabs or spaces.
-
-  Raises:
-    DataError: for a line without 4 fields or with a label that is not an integer.
-  """
-  for line_no, (qid, _, pid, label) in data_files.iter_tsv(path, 4, separators="\t "):
-    try:
-      value = int(label)
-    except ValueError:
-      raise DataError(path, line_no, f"the label {label!r} is not an integer.") from None
-    yield line_no, qid, pid, value
-
-
 def read_qrels(path: Any) -> dict[str, dict[str, int]]:
   """Reads a TREC qrels file (`qid 0 pid label` or `qid Q0 pid label`).
 
@@ -134,7 +120,7 @@ def read_qrels(path: Any) -> dict[str, dict[str, int]]:
     DataError: for a malformed line, a label that is not an integer, or a pair judged twice
       with different labels (naming both lines).
   """
-  return data_files.build_qrels(lambda: _iter_qrels(path), path)
+  return data_files.build_qrels(lambda: data_files.iter_qrels(path, "trec"), path)
 
 
 def _lookup(texts: dict[str, str], key: str, what: str, path: Any, line_no: int) -> str:
@@ -149,7 +135,7 @@ def _qrels_pairs(data_dir: Any) -> Iterator[dict[str, str]]:
   queries = read_queries(_file(data_dir, "queries.train"))
   collection = read_collection(_file(data_dir, "collection"))
   path = _file(data_dir, "qrels.train")
-  for line_no, qid, pid, label in _iter_qrels(path):
+  for line_no, qid, pid, label in data_files.iter_qrels(path, "trec"):
     if label > 0:
       yield {"query": _lookup(queries, qid, "query", path, line_no), "query_id": qid,
              "passage": _lookup(collection, pid, "passage", path, line_no), "passage_id": pid}
