@@ -2,8 +2,8 @@
 
 Memory: the compiler's temporary memory (exact, nothing allocated: the state and batch are
 abstract) of the train step of a T5 v1.1 base symmetric dual encoder at batch 512, lengths
-64/256, plain and with GRAD_CACHE_CHUNK = 32, in float32 and bfloat16 activations (target,
-issue 9: the chunked step at most 1/4 of the plain one).
+64/256, plain and with GRAD_CACHE_CHUNK = 32, in float32 and bfloat16 activations (checked: the chunked step at most 1/4 of the plain
+one).
 
 Time: the plain and the chunked train step of a smaller model, interleaved in one process
 (median of the rounds' ratios, in wall-clock and in the process's CPU time, which holds when
@@ -19,16 +19,15 @@ Writes benchmarks/results/grad_cache.json (or --out).
 
 import argparse
 import json
-import os
 import pathlib
-import platform
 import statistics
 
 import jax
 
 from samtone_jax import losses, optimizers, partitioning, trainer
 
-import train_throughput  # pylint: disable=g-bad-import-order  (this folder)
+import _common  # pylint: disable=g-bad-import-order  (this folder)
+import train_throughput  # pylint: disable=g-bad-import-order
 
 TARGET_RATIO = 1 / 4
 
@@ -118,9 +117,8 @@ def main():
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps({
       "benchmark": "grad_cache", "size": args.size, "batch": args.batch, "lengths": lengths,
-      "chunk": args.chunk, "devices": jax.device_count(), "backend": jax.default_backend(),
-      "jax": jax.__version__, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-      "memory": memory, "target": {"max_ratio": TARGET_RATIO, "met": met},
+      "chunk": args.chunk, "machine": _common.machine(), "memory": memory,
+      "target": {"max_ratio": TARGET_RATIO, "met": met},
       "timing": timing}, indent=2))
   print(f"wrote {out}")
 

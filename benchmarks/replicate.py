@@ -18,7 +18,7 @@ d_model 64; 400 steps of batch 64; passages of 64 tokens):
 Each run is a training MODEL_DIR under --out. A run with a metrics.json is done and is
 skipped; an interrupted one resumes from its checkpoint: after a crash, rerun the command.
 `--workers` runs go in parallel, each on one CPU thread (on 2 cores, two one-thread runs
-do more than one run on both). Writes OUT/replication.json, OUT/replication.md (the README's
+do more than one run on both). Writes OUT/replication.json, OUT/replication.md (docs/replication.md's
 tables) and OUT/figures/.
 """
 
@@ -29,7 +29,6 @@ import logging
 import multiprocessing
 import os
 import pathlib
-import platform
 import statistics
 import subprocess
 import sys
@@ -81,7 +80,7 @@ def train_run(run: Run, out: pathlib.Path, extra: tuple[str, ...] = ()) -> dict:
   own on that task's test set too; returns its metrics and times."""
   import gin  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  from samtone_jax import evaluate, train  # pylint: disable=g-import-not-at-top
+  from samtone_jax import evaluate, launch, train  # pylint: disable=g-import-not-at-top
 
   model_dir = out / run.name
   done, timing = model_dir / "metrics.json", model_dir / "replication_seconds.json"
@@ -97,13 +96,13 @@ def train_run(run: Run, out: pathlib.Path, extra: tuple[str, ...] = ()) -> dict:
     if not done.exists():
       start, cpu_start = time.perf_counter(), time.process_time()
       gin.clear_config()
-      train.parse_gin(*run.gin_args(model_dir.absolute(), extra))
+      launch.parse_gin(*run.gin_args(model_dir.absolute(), extra))
       gin.get_configurable(train.train)()
       timing.write_text(json.dumps({"seconds": time.perf_counter() - start,
                                     "cpu_seconds": time.process_time() - cpu_start}))
     if own_set != EVAL_SET and not own_metrics.exists():
       gin.clear_config()
-      train.parse_gin([str(model_dir.absolute() / "config.gin"), "runs/eval.gin"],
+      launch.parse_gin([str(model_dir.absolute() / "config.gin"), "runs/eval.gin"],
                       [f"CHECKPOINT_PATH = '{model_dir.absolute()}'",
                        f"EVAL_TASKS = ['{own_set}']"])
       gin.get_configurable(evaluate.evaluate)()
@@ -177,7 +176,7 @@ def _cell(summary: dict, key: str, name: str) -> str:
 
 
 def markdown(summary: dict, seeds: int, duplicates: dict) -> str:
-  """The two tables of the README's Results section."""
+  """The two tables of docs/replication.md."""
   lines = [f"Test set `{EVAL_SET}`, mean ± standard deviation over {seeds} seeds.", "",
            "| architecture | loss | " + " | ".join(METRICS) + " |",
            "|---|---|" + "---|" * len(METRICS)]
@@ -206,18 +205,6 @@ def markdown(summary: dict, seeds: int, duplicates: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-def machine() -> str:
-  model = platform.processor() or platform.machine()
-  try:
-    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        model = line.split(":", 1)[1].strip()
-        break
-  except OSError:
-    pass
-  return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
-
-
 def figures(out: pathlib.Path) -> Optional[pathlib.Path]:
   """The analysis figures of ADE-SPL, softmax against SamToNe (seed 0), in OUT/figures."""
   softmax, samtone = out / "ade_spl_in_batch_softmax_seed0", out / "ade_spl_samtone_seed0"
@@ -230,6 +217,9 @@ def figures(out: pathlib.Path) -> Optional[pathlib.Path]:
 
 
 def main() -> None:
+  # This folder (first on sys.path when run as a script; imported here, not at the top, so
+  # that tests load this file on its own).
+  import _common  # pylint: disable=g-import-not-at-top
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--out", default="/tmp/samtone_replication", help="the runs' folder")
   parser.add_argument("--seeds", type=int, default=3, help="seeds of each cell")
@@ -244,11 +234,14 @@ def main() -> None:
   if args.workers > 1:
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + ONE_THREAD).strip()
 
+  # No JAX backend in this process: the workers start their own.
+  machine = _common.machine(devices=False)
+  described = f"{machine['cpu']}, {machine['cores']} cores, Python {machine['python']}"
   start, results, failed = time.perf_counter(), {}, {}
   # Built once here, not by two workers at the same time.
   subprocess.run([sys.executable, "-m", "samtone_jax.prepare_data",
                   *sorted({run.task for run in runs})], check=True)
-  print(f"{len(runs)} runs in {out}, {args.workers} at a time, on {machine()}", flush=True)
+  print(f"{len(runs)} runs in {out}, {args.workers} at a time, on {described}", flush=True)
   # Fresh workers every few runs bound what a long study's processes accumulate
   # (concurrent.futures' max_tasks_per_child hangs on Python 3.11 once all workers retire).
   with multiprocessing.get_context("spawn").Pool(args.workers, _worker_init,
@@ -280,7 +273,7 @@ def main() -> None:
   # whatever else shared this one, and the study's is a run's times the runs a worker does.
   idle_minutes = (statistics.fmean(r["cpu_seconds"] for r in timed) * len(runs) / args.workers
                   / 60 if timed and args.workers > 1 else None)
-  report = {"benchmark": "replicate", "machine": machine(), "workers": args.workers,
+  report = {"benchmark": "replicate", "machine": machine, "workers": args.workers,
             "seeds": args.seeds, "invocation_wall_seconds": wall,
             "run_seconds": mean_std([r["seconds"] for r in timed]) if timed else None,
             "run_cpu_seconds": mean_std([r["cpu_seconds"] for r in timed]) if timed else None,
@@ -295,7 +288,7 @@ def main() -> None:
     print(f"From the CPU time of {len(timed)} runs, the {len(runs)} runs take"
           f" {idle_minutes:.1f} min on an idle machine like this one ({args.workers} workers)")
   print(f"{len(results)} runs done, {len(failed)} failed; this invocation took"
-        f" {wall / 60:.1f} min on {machine()}; wrote {out / 'replication.json'},"
+        f" {wall / 60:.1f} min on {described}; wrote {out / 'replication.json'},"
         f" {out / 'replication.md'}" + (f" and the figures in {figure_dir}" if figure_dir else ""))
   if failed:
     sys.exit(1)

@@ -35,7 +35,6 @@ import math
 import multiprocessing
 import os
 import pathlib
-import platform
 import statistics
 import tempfile
 import time
@@ -45,6 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from samtone_jax import dual_encoder, losses, optimizers, partitioning, t5, trainer
+
+import _common  # pylint: disable=g-bad-import-order  (this folder)
 
 # T5 v1.1 encoder sizes (gin_configs/models/t5_1_1_*.gin): head dim 64, vocabulary 32128.
 SIZES = {
@@ -288,10 +289,11 @@ def _serve(conn, kind: str, size: str, batch: int, lengths: tuple[int, int], dty
       step, params = torch_train_step(size, ids, dtype, device)
       info = {"params": params, "torch": torch.__version__, "threads": torch.get_num_threads()}
     else:
-      backend = jax.default_backend()
+      machine = _common.machine()
+      backend = machine["backend"]
       dtype = dtype or ("float32" if backend == "cpu" else "bfloat16")
-      info = {"backend": backend, "device_kind": jax.devices()[0].device_kind,
-              "devices": jax.device_count(), "dtype": dtype, "jax": jax.__version__}
+      info = {"backend": backend, "device_kind": machine["device_kind"],
+              "devices": machine["devices"], "dtype": dtype, "machine": machine}
       if kind == "rate":
         measure = matmul_rate(dtype, backend)
       else:
@@ -394,11 +396,10 @@ def main():
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps({
-      "benchmark": "train_throughput", "backend": backend, "device_kind": info["device_kind"],
-      "devices": info["devices"], "size": args.size, "batch": args.batch,
-      "lengths": lengths, "dtype": dtype, "grad_cache_chunk": args.grad_cache_chunk,
-      "loss": LOSS, "jax": info["jax"], "xla_flags": os.environ.get("XLA_FLAGS", ""),
-      "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+      "benchmark": "train_throughput", "machine": info["machine"], "size": args.size,
+      "batch": args.batch, "lengths": lengths, "dtype": dtype,
+      "grad_cache_chunk": args.grad_cache_chunk, "loss": LOSS,
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "one_process_each": True, "non_embedding_params": params, "tokens_per_step": tokens,
       "model_flops_per_step": model_flops, "xla_flops_per_step": xla_flops,
       "matmul_flops_per_second": statistics.median(r[0] for r in rates),

@@ -1,0 +1,89 @@
+"""What the benchmarks share: the machine they ran on, and a median timing loop.
+
+The scripts are run as `python benchmarks/<name>.py`, so this folder is first on sys.path
+and they `import _common` (as grad_cache.py imports train_throughput). Importing this module
+imports no JAX: `machine(devices=False)` describes the machine without starting a backend (a
+parent process that only orchestrates others, as train_throughput.py's and replicate.py's).
+"""
+
+import importlib.metadata
+import os
+import pathlib
+import platform
+import statistics
+import time
+from typing import Any, Callable, Optional
+
+
+def _cpuinfo() -> tuple[Optional[str], set[str]]:
+  """The first "model name" and the "flags" of /proc/cpuinfo (None and {} where there is
+  none: not Linux)."""
+  model, flags = None, set()
+  try:
+    lines = pathlib.Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+  except OSError:
+    return model, flags
+  for line in lines:
+    key, _, value = line.partition(":")
+    key = key.strip()
+    if key == "model name" and model is None:
+      model = value.strip()
+    elif key == "flags" and not flags:
+      flags = set(value.split())
+    if model is not None and flags:
+      break
+  return model, flags
+
+
+def _version(package: str) -> Optional[str]:
+  try:
+    return importlib.metadata.version(package)
+  except importlib.metadata.PackageNotFoundError:
+    return None
+
+
+def machine(devices: bool = True) -> dict[str, Any]:
+  """The machine and software a benchmark ran on, for its JSON.
+
+  Args:
+    devices: also the JAX backend and its devices (this starts the backend: a parent
+      process that must not hold a GPU passes False).
+
+  Returns:
+    {"platform", "architecture", "python", "cpu" (/proc/cpuinfo's model name, else
+    platform.processor() or the architecture), "cores", "avx512" (flag avx512f),
+    "avx512_bf16", "amx" (any amx_* flag; the three False where /proc/cpuinfo has no flags),
+    "jax", "jaxlib"}, and with `devices`: "backend", "devices" (the count), "device_kind".
+  """
+  model, flags = _cpuinfo()
+  info = {
+      "platform": platform.platform(),
+      "architecture": platform.machine(),
+      "python": platform.python_version(),
+      "cpu": model or platform.processor() or platform.machine(),
+      "cores": os.cpu_count(),
+      "avx512": "avx512f" in flags,
+      "avx512_bf16": "avx512_bf16" in flags,
+      "amx": any(flag.startswith("amx_") for flag in flags),
+      "jax": _version("jax"),
+      "jaxlib": _version("jaxlib"),
+  }
+  if devices:
+    import jax  # pylint: disable=g-import-not-at-top
+    info.update(backend=jax.default_backend(), devices=jax.device_count(),
+                device_kind=jax.devices()[0].device_kind)
+  return info
+
+
+def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
+  """The median wall-clock seconds of `repeats` calls of `fn()`, after `warmup` untimed
+  ones; each call waits for the JAX arrays it returns (`jax.block_until_ready`)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  for _ in range(warmup):
+    jax.block_until_ready(fn())
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
