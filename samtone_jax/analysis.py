@@ -48,7 +48,7 @@ def embeddings(checkpoint: str, eval_set, sample: int, seed: int) -> dict[str, n
                                     ["MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS"])
   lengths = settings["TASK_FEATURE_LENGTHS"]
   vocabulary = run_dir.vocabulary(settings["MIXTURE_OR_TASK_NAME"])
-  params = run_dir.load_params(model, run.checkpoint(step), lengths)
+  params = run_dir.load_params(model, run.checkpoint(step), lengths, name="--checkpoint")
   mesh = partitioning.create_mesh()
   encode_queries, encode_passages = run_dir.encoders(model)
 

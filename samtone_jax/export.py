@@ -226,7 +226,7 @@ def export(checkpoint: str, out: str, gin_flags: Sequence[str] = ()) -> pathlib.
   model, settings = launch.read_run(flags.gin_file, CARD_MACROS, flags.gin_bindings,
                                     flags.search_paths)
   lengths = settings["TASK_FEATURE_LENGTHS"]
-  params = run_dir.load_params(model, run.checkpoint(step), lengths)
+  params = run_dir.load_params(model, run.checkpoint(step), lengths, name="--checkpoint")
   vocabulary = run_dir.vocabulary(settings["MIXTURE_OR_TASK_NAME"])
   out = pathlib.Path(out)
   with tempfile.TemporaryDirectory() as staging:

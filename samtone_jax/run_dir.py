@@ -180,9 +180,10 @@ def _restores(manager: ocp.CheckpointManager, step: int, sharding: jax.sharding.
     return False
 
 
-def first_line(error: BaseException, limit: int = 400) -> str:
-  """An exception's message, its first line and at most `limit` characters."""
-  text = (str(error).strip().splitlines() or [""])[0]
+def first_line(error: BaseException, limit: int = 300) -> str:
+  """An exception's message: its first line, without TensorStore's spec dump, at most
+  `limit` characters."""
+  text = (str(error).strip().splitlines() or [""])[0].split(" See full TensorStore details")[0]
   return text if len(text) <= limit else text[:limit] + " ..."
 
 

@@ -59,7 +59,7 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
           initial_checkpoint_path: Optional[str] = None, seed: int = 0,
           log_period: int = 50, steps_per_run: Optional[int] = None,
           input_shards: Optional[int] = None, skip_nonfinite_steps: bool = False,
-          log_example_ids: bool = False) -> dict[str, float]:
+          strict_restore: bool = False, log_example_ids: bool = False) -> dict[str, float]:
   """Trains a dual encoder; returns the final evaluation metrics (also in metrics.json).
 
   Args:
@@ -96,6 +96,9 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
       parameters and optimizer state as they were, and is counted (`skipped_steps` in the
       summaries: in each log period; in metrics.json: in this invocation) instead of
       stopping the run (SKIP_NONFINITE).
+    strict_restore: on resume, a newest checkpoint that does not restore stops the run,
+      instead of being moved aside to MODEL_DIR/damaged/<step> for the newest one that does
+      (STRICT_RESTORE).
     log_example_ids: append each step's content ids (`query_ids`, `passage_ids`) to
       MODEL_DIR/example_ids.jsonl, one JSON line a step, to check which examples a run saw
       (steps that a restart runs again appear again: the later line is the one that counts).
@@ -147,7 +150,7 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
   run.path.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
     _write_atomically(run.config, gin.operative_config_str())
-  checkpointer = _Checkpointer(run, batches, keep_checkpoints)
+  checkpointer = _Checkpointer(run, batches, keep_checkpoints, strict_restore)
   state, shardings = _restore_or_initialise(
       checkpointer, model, optimizer, seed, mesh, rules, initial_checkpoint_path,
       trainer.example_batch(batch_size, task_feature_lengths, num_negatives))
@@ -278,10 +281,17 @@ def _check_finite(step: int, values: dict[str, float], latest_checkpoint: Option
 # --- State and checkpoints ---------------------------------------------------------------------
 
 class _Checkpointer:
-  """Orbax checkpoints of the TrainState, each with the input position of its step."""
+  """Orbax checkpoints of the TrainState, each with the input position of its step.
 
-  def __init__(self, run: run_dir.RunDir, batches: inputs.GlobalBatches, keep: int):
-    self._run, self._batches = run, batches
+  On resume, a checkpoint that does not restore (unreadable or missing files, a state of
+  another model, a missing or damaged input position) is reported and moved aside to
+  MODEL_DIR/damaged/<step>, and the newest one that restores is used; with `strict`, the run
+  stops instead. With several processes, a checkpoint restores only if it does on all.
+  """
+
+  def __init__(self, run: run_dir.RunDir, batches: inputs.GlobalBatches, keep: int,
+               strict: bool):
+    self._run, self._batches, self._strict = run, batches, strict
     self._manager = ocp.CheckpointManager(  # a save that a crash cut short is a temporary
         run.checkpoints,                    # folder: never restored, removed here
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
@@ -292,12 +302,72 @@ class _Checkpointer:
     return self._manager.latest_step()
 
   def restore(self, abstract_state: trainer.TrainState) -> trainer.TrainState:
-    """The latest checkpoint into the abstract (sharded) state, and its input position."""
-    step = self.latest_step()
-    state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
-    self._batches.restore(self._run.input_position(step))
+    """The newest checkpoint that restores into the abstract (sharded) state, and its input
+    position; newer ones are moved aside.
+
+    Raises:
+      TrainingError: no checkpoint restores, or (strict) the newest does not.
+    """
+    damaged = {}
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      state, error = self._try_restore(abstract_state, step)
+      if state is not None:
+        break
+      damaged[step] = error
+      _LOG.warning("The checkpoint of step %d (%s) does not restore: %s", step,
+                   self._run.checkpoint(step), error)
+      if self._strict:
+        raise TrainingError(
+            f"the checkpoint of step {step} ({self._run.checkpoint(step)}) does not restore:"
+            f" {error}. STRICT_RESTORE = True refuses to fall back to an older checkpoint;"
+            f" move {self._run.checkpoint(step)} and {self._run.input_position(step)} aside"
+            " by hand, or set STRICT_RESTORE = False.")
+    else:
+      raise TrainingError(
+          f"no checkpoint of {self._run.checkpoints} restores ("
+          + "; ".join(f"step {s}: {e}" for s, e in damaged.items())
+          + "). Nothing was moved: if the model or the number of processes changed, resume"
+          " with the run's own config.gin, or start a new MODEL_DIR.")
+    for bad in damaged:
+      self._move_aside(bad)
     _LOG.info("Resumed from step %d of %s.", step, self._run.path)
     return state
+
+  def _try_restore(self, abstract_state: trainer.TrainState, step: int
+                   ) -> tuple[Optional[trainer.TrainState], Optional[str]]:
+    """(state, None), or (None, what went wrong) when the checkpoint of `step` or its input
+    position does not restore, on this process or on another."""
+    state, error = None, None
+    try:
+      state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+      position = self._run.input_position(step)
+      if not position.is_dir():
+        raise FileNotFoundError(f"no input position {position}")
+      self._batches.restore(position)
+    except Exception as e:  # pylint: disable=broad-except  # reported, and moved aside
+      state, error = None, f"{type(e).__name__}: {run_dir.first_line(e)}"
+    if jax.process_count() > 1:
+      failed = multihost_utils.process_allgather(np.int32(state is None))
+      if failed.any() and state is not None:
+        state, error = None, (f"it does not restore on process(es)"
+                              f" {np.flatnonzero(failed).tolist()}")
+    return state, error
+
+  def _move_aside(self, step: int) -> None:
+    """Moves the checkpoint of `step` and its input position to MODEL_DIR/damaged/."""
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"damaged checkpoint {step}")
+    if jax.process_index() == 0:
+      target = self._run.damaged(step)
+      target.mkdir(parents=True)
+      for source, name in ((self._run.checkpoint(step), "checkpoint"),
+                           (self._run.input_position(step), "input_position")):
+        if source.exists():
+          os.replace(source, target / name)
+      _LOG.warning("Moved the checkpoint of step %d aside, to %s.", step, target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"moved checkpoint {step}")
+    self._manager.reload()
 
   def save(self, state: trainer.TrainState, step: int) -> None:
     """Saves `state` (of step `step`), unless saved already; TrainingError if its

@@ -2,7 +2,9 @@
 checkpoint is being written, and resumed each time (the same command, the same MODEL_DIR).
 At the end the parameters equal those of an uninterrupted run, no step was repeated or
 skipped, every example was seen exactly as often (by the content ids each step logged), and
-every checkpoint left restores (no temporary folder, no orphaned input position).
+every checkpoint left restores (no temporary folder, no orphaned input position). Then
+one more restart is killed once two checkpoints exist, and an array file of the latest is
+cut to half its size: the last restart moves it aside and resumes from the one before.
 
 The default run survives 3 kills; `pytest -m slow tests/test_crash_campaign.py -s` runs the
 campaign of 10 (README, "Reliability").
@@ -22,6 +24,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tests import processes
+from tests.test_damaged_checkpoints import array_file, truncate
 from tests.test_train import _params
 
 STEPS, PERIOD = 40, 4
@@ -86,6 +89,27 @@ def _kill_once(model_dir, env, during_checkpoint: bool, rng: random.Random) -> d
                                           default=None)}
 
 
+def _kill_with_two_checkpoints(model_dir, env) -> list[int]:
+  """Restarts the run and SIGKILLs it once it has two whole checkpoints (one to damage, one
+  to fall back to); returns their steps."""
+  log = model_dir.parent / f"{model_dir.name}.log"
+  proc = _start(model_dir, env)
+  deadline = time.monotonic() + DEADLINE_S
+  try:
+    while True:
+      assert proc.poll() is None and time.monotonic() < deadline, processes.logs(log.parent)
+      steps = sorted(int(p.name) for p in (model_dir / "checkpoints").iterdir()
+                     if p.name.isdigit())
+      if len(steps) >= 2:
+        break
+      time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+  finally:
+    processes.wait_all([proc], 0)
+  return steps
+
+
 def _history(model_dir) -> dict[int, dict]:
   """step -> the ids it trained on, as the model saw them: a restart that resumes at step s
   replaces the lines of steps >= s that the killed run logged. Checks that each restart
@@ -116,6 +140,8 @@ def test_killed_and_resumed_training_equals_an_uninterrupted_run(subprocess_env,
   rng = random.Random(kills)
   crashed = tmp_path / "crashed"
   survived = [_kill_once(crashed, subprocess_env, i % 2 == 1, rng) for i in range(kills)]
+  steps = _kill_with_two_checkpoints(crashed, subprocess_env)
+  truncate(array_file(crashed / "checkpoints" / str(max(steps))))
   final = _start(crashed, subprocess_env)
   assert processes.wait_all([final], DEADLINE_S)[0] == [0], processes.logs(tmp_path)
   during_writes = sum(k["checkpoint_being_written"] is not None for k in survived)
@@ -138,3 +164,4 @@ def test_killed_and_resumed_training_equals_an_uninterrupted_run(subprocess_env,
     assert int(state["step"]) == step
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(state))
   assert sorted(p.name for p in (crashed / "input_positions").iterdir()) == folders
+  assert (crashed / "damaged" / str(max(steps)) / "checkpoint").is_dir()
