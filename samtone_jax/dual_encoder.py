@@ -1,6 +1,6 @@
 """Dual encoders: T5 tower(s) -> mean pooling -> projection -> L2 normalisation.
 
-Three architectures (shared/DESIGN.md, "Models"; the SamToNe paper, Section 2):
+Three architectures (docs/design.md, "Models"; the SamToNe paper, Section 2):
 - "sde": symmetric, one tower and one projection for queries and passages;
 - "ade": asymmetric, a tower and a projection for each side;
 - "ade_spl": asymmetric towers with one shared projection layer.

@@ -1,6 +1,6 @@
 """Contrastive losses for dual encoders: in-batch softmax, SamToNe and PAIR.
 
-All losses are functions of L2-normalised embeddings. Notation (shared/DESIGN.md,
+All losses are functions of L2-normalised embeddings. Notation (docs/design.md,
 "The losses"): `q_i`, `p_i` are the query and positive passage of example i, `B` the
 global batch, `s(a, b) = a . b` and `t` the temperature.
 

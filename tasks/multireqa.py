@@ -1,7 +1,7 @@
 """MultiReQA: sentence-level retrieval QA, rebuilt from the MRQA 2019 files.
 
 MultiReQA publishes only sentence boundaries (`candidates.json.gz`) over the contexts of the
-MRQA 2019 shared-task files. This module joins the two as shared/DESIGN.md ("Data") says:
+MRQA 2019 shared-task files. This module joins them as docs/design.md ("MultiReQA, rebuilt") says:
 
 - `read_mrqa(path)`: the contexts of an MRQA file, with their questions and answer spans
   (MRQA's inclusive `char_spans` made half-open).

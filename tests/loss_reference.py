@@ -1,4 +1,4 @@
-"""The losses of shared/DESIGN.md written out term by term, as the independent reference.
+"""The losses of docs/design.md ("The losses"), term by term: the independent reference.
 
 Loops over rows and columns, one Python list of terms per denominator, no masks or matrix
 tricks: slow, and plainly the formulas. `xp` is numpy (float64 values) or jax.numpy (so that
