@@ -250,8 +250,10 @@ def compile_train_step(step: Callable, state_shardings_: TrainState, mesh: Mesh,
 
 def skip_nonfinite(step: Callable) -> Callable:
   """`step`, but a step whose loss or gradient norm is not finite (a poisoned batch) keeps
-  the parameters and optimizer state as they were; the step count still advances, so the
-  data, dropout and learning rate go on as in a run without that batch.
+  the parameters and the optimizer's moments as they were; the step count still advances,
+  and so do the optimizer's own counters (its integer leaves: the schedule's and
+  Adafactor's step counts), so that the data, dropout and the applied learning rate go on
+  as in a run without that batch.
 
   Args:
     step: `(state, batch) -> (state, metrics)` whose metrics hold `loss` and `grad_norm`
@@ -263,8 +265,9 @@ def skip_nonfinite(step: Callable) -> Callable:
   def guarded(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
     new, metrics = step(state, batch)
     ok = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
-    kept = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, state)
-    return dataclasses.replace(kept, step=new.step), dict(
+    def keep(n, o):  # counters follow state.step; values are those of the last good step
+      return n if jnp.issubdtype(n.dtype, jnp.integer) else jnp.where(ok, n, o)
+    return jax.tree.map(keep, new, state), dict(
         metrics, skipped=jnp.where(ok, 0.0, 1.0).astype(jnp.float32))
 
   return guarded

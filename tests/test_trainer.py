@@ -1,8 +1,13 @@
 """The train step: sharded equals single-device, and the loss goes down."""
 
+import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+import pytest
 
 from samtone_jax import dual_encoder, losses, optimizers, partitioning, t5, trainer
 
@@ -95,3 +100,37 @@ def test_skip_nonfinite_keeps_the_state_when_the_loss_or_gradient_is_not_finite(
   assert int(taken.step) == 5 and float(metrics["skipped"]) == 0.0
   np.testing.assert_array_equal(taken.params, want.params)
   np.testing.assert_array_equal(taken.opt_state, want.opt_state)
+
+
+def test_a_skipped_step_leaves_the_learning_rate_on_schedule():
+  """Batches ok / NaN / ok under SGD with a rate of 1e-3 decaying to 0 over 10 steps: the
+  third step logs schedule(2) = 8e-4 and applies it, to the gradient at the first step's
+  parameters, as if the poisoned batch had never been drawn (not 9e-4, one step behind)."""
+  model = dual_encoder.DualEncoder(dataclasses.replace(TINY, dropout_rate=0.0), "sde",
+                                   embedding_dim=8)
+  schedule = optimizers.linear_decay_schedule(1e-3, 10)
+  optimizer = optax.sgd(schedule)
+  mesh = partitioning.create_mesh(devices=jax.devices()[:1])
+  rules = partitioning.standard_logical_axis_rules()
+  state, shardings = trainer.create_train_state(
+      model, optimizer, jax.random.key(0), trainer.example_batch(16, LENGTHS), mesh, rules)
+  loss_fn = functools.partial(losses.contrastive_loss, temperature=0.05, same_tower="query")
+  step = trainer.compile_train_step(
+      trainer.skip_nonfinite(trainer.make_train_step(model, optimizer, loss_fn, schedule)),
+      shardings, mesh, rules)
+  good, poisoned, last = [{k: jnp.asarray(v) for k, v in b.items()} for b in _batches(3)]
+  poisoned["queries"] = poisoned["queries"].at[0, 0].set(10**6)  # embeds as NaN
+
+  state, _ = step(state, good)
+  after_first = jax.device_get(state.params)  # the step donates the state it is given
+  state, metrics = step(state, poisoned)
+  assert float(metrics["skipped"]) == 1.0
+  state, metrics = step(state, last)
+  assert float(metrics["skipped"]) == 0.0 and int(state.step) == 3
+  assert float(metrics["learning_rate"]) == pytest.approx(8e-4)
+
+  grads = jax.grad(lambda p: trainer.batch_loss(model, loss_fn, p, last)[0])(after_first)
+  applied = jax.tree.map(lambda new, old: np.asarray(new) - old, state.params, after_first)
+  for got, grad in zip(jax.tree.leaves(applied), jax.tree.leaves(grads)):
+    want = -8e-4 * np.asarray(grad)
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-3 * np.abs(want).max() + 1e-12)
