@@ -68,6 +68,7 @@ def evaluate(*, model: dual_encoder.DualEncoder = gin.REQUIRED,
     found, run = retrieval.evaluate(encode_queries, encode_passages, params, eval_set,
                                     vocabulary, task_feature_lengths, mesh, k=k,
                                     batch_size=batch_size)
+    name = eval_sets_lib.short_name(name)
     results[name] = found
     if jax.process_index() == 0:
       write_trec_run(output_dir / f"{name}.trec", run)

@@ -59,7 +59,8 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
           initial_checkpoint_path: Optional[str] = None, seed: int = 0,
           log_period: int = 50, steps_per_run: Optional[int] = None,
           input_shards: Optional[int] = None, skip_nonfinite_steps: bool = False,
-          strict_restore: bool = False, log_example_ids: bool = False) -> dict[str, float]:
+          strict_restore: bool = False, require_initial_checkpoint: bool = False,
+          log_example_ids: bool = False) -> dict[str, float]:
   """Trains a dual encoder; returns the final evaluation metrics (also in metrics.json).
 
   Args:
@@ -99,6 +100,9 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
     strict_restore: on resume, a newest checkpoint that does not restore stops the run,
       instead of being moved aside to MODEL_DIR/damaged/<step> for the newest one that does
       (STRICT_RESTORE).
+    require_initial_checkpoint: refuse to start a new run (MODEL_DIR without a checkpoint)
+      with INITIAL_CHECKPOINT_PATH None: for experiments that fine-tune pretrained towers
+      (REQUIRE_INITIAL_CHECKPOINT; the paper's set it).
     log_example_ids: append each step's content ids (`query_ids`, `passage_ids`) to
       MODEL_DIR/example_ids.jsonl, one JSON line a step, to check which examples a run saw
       (steps that a restart runs again appear again: the later line is the one that counts).
@@ -114,8 +118,17 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
                   task_feature_lengths=task_feature_lengths, num_negatives=num_negatives,
                   learning_rate=learning_rate, warmup_steps=warmup_steps, seed=seed,
                   loss_options=loss_options)
-  retrieval_sets = {name: eval_sets_lib.get(name) for name in eval_tasks}  # read them now
   run = run_dir.RunDir(model_dir)
+  _check("INITIAL_CHECKPOINT_PATH", initial_checkpoint_path is not None
+         or not require_initial_checkpoint or run.latest_step() is not None,
+         initial_checkpoint_path,
+         "this experiment fine-tunes pretrained T5 v1.1 towers (REQUIRE_INITIAL_CHECKPOINT ="
+         " True). Download them once, e.g. `hf download google/t5-v1_1-base --local-dir"
+         " /data/t5-v1_1-base` (README, \"Pretrained weights\"), and pass"
+         " --gin.INITIAL_CHECKPOINT_PATH=\"'/data/t5-v1_1-base'\" with"
+         " --gin.vocabularies.t5_vocabulary_path.path=\"'/data/t5-v1_1-base/spiece.model'\";"
+         " or --gin.REQUIRE_INITIAL_CHECKPOINT=False to train from random initialisation.")
+  retrieval_sets = {name: eval_sets_lib.get(name) for name in eval_tasks}  # read them now
 
   # --- Mesh --------------------------------------------------------------------------------
   mesh = partitioning.create_mesh(num_partitions)
@@ -428,7 +441,8 @@ def _retrieval_evaluation(model: dual_encoder.DualEncoder, params: Any,
   for name, eval_set in retrieval_sets.items():
     found, _ = retrieval.evaluate(encode_queries, encode_passages, params, eval_set, vocabulary,
                                   lengths, mesh, k=k)
-    results.update({f"retrieval/{name}/{metric}": v for metric, v in found.items()})
+    results.update({f"retrieval/{eval_sets_lib.short_name(name)}/{metric}": v
+                    for metric, v in found.items()})
   return results
 
 

@@ -9,4 +9,5 @@ quickstart). Each reads its official files, builds its training pairs as a TFDS 
 from samtone_jax.tasks import beir  # pylint: disable=unused-import
 from samtone_jax.tasks import msmarco  # pylint: disable=unused-import
 from samtone_jax.tasks import multireqa  # pylint: disable=unused-import
+from samtone_jax.tasks import own_data  # pylint: disable=unused-import
 from samtone_jax.tasks import quickstart  # pylint: disable=unused-import

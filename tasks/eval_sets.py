@@ -2,9 +2,12 @@
 
 Each source module registers its sets (e.g. "multireqa_squad", "beir_nfcorpus"), reading
 from $SAMTONE_DATA_DIR when asked; `get("name")` builds one. Evaluation (EVAL_TASKS) names
-sets from here.
+sets from here. A name `beir:<path>` is a folder (or zip) in BEIR's format, anywhere, split
+"test"; `beir:<path>#<split>` another split: nothing to register.
 """
 
+import pathlib
+import re
 from typing import Callable
 
 from samtone_jax import data_files
@@ -27,6 +30,20 @@ def get(name: str) -> data_files.RetrievalSet:
   Raises:
     KeyError: for a name nobody registered, listing the registered ones.
   """
+  if name.startswith("beir:"):
+    from samtone_jax.tasks import beir  # pylint: disable=g-import-not-at-top  # (a cycle)
+    path, _, split = name[len("beir:"):].partition("#")
+    return beir.eval_set(path, split or "test")
   if name not in _EVAL_SETS:
     raise KeyError(f"no evaluation set {name!r}; registered: {names()}.")
   return _EVAL_SETS[name]()
+
+
+def short_name(name: str) -> str:
+  """A name fit for file names and summaries: a `beir:<path>#<split>` set is named by its
+  folder (and split), e.g. "beir_my_eval_dev"; registered names are themselves."""
+  if not name.startswith("beir:"):
+    return name
+  path, _, split = name[len("beir:"):].partition("#")
+  stem = pathlib.PurePath(path.rstrip("/")).name.removesuffix(".zip")
+  return re.sub(r"[^A-Za-z0-9_.-]", "_", "_".join(filter(None, ("beir", stem, split))))

@@ -62,7 +62,8 @@ def test_paper_settings(name):
   got = _macros([f"experiments/paper/{name}.gin"], "TRAIN_STEPS", "BATCH_SIZE",
                 "LEARNING_RATE", "WARMUP_STEPS", "TEMPERATURE", "BIDIRECTIONAL", "SAME_TOWER",
                 "PAIR_ALPHA", "ARCHITECTURE", "MIXTURE_OR_TASK_NAME", "EMBEDDING_DIM",
-                "EVAL_SPLIT", "NUM_PARTITIONS", "TASK_FEATURE_LENGTHS")
+                "EVAL_SPLIT", "NUM_PARTITIONS", "TASK_FEATURE_LENGTHS", "EVAL_TASKS",
+                "REQUIRE_INITIAL_CHECKPOINT")
   model = _experiment_model()
   gin.clear_config()
   builder = msmarco.MsmarcoPassage if parts["data"] == "msmarco" else multireqa.Multireqa
@@ -74,7 +75,10 @@ def test_paper_settings(name):
                      PAIR_ALPHA=LOSSES[parts["loss"]][1], ARCHITECTURE=parts["arch"],
                      MIXTURE_OR_TASK_NAME=TASKS[parts["data"]], EMBEDDING_DIM=768,
                      NUM_PARTITIONS=partitions,
-                     TASK_FEATURE_LENGTHS={"queries": 64, "passages": 256})
+                     TASK_FEATURE_LENGTHS={"queries": 64, "passages": 256},
+                     EVAL_TASKS=["msmarco_passage_dev_small" if parts["data"] == "msmarco"
+                                 else TASKS[parts["data"]]],
+                     REQUIRE_INITIAL_CHECKPOINT=True)
   assert (model.architecture, model.config.d_model, model.config.num_layers) == (
       parts["arch"], d_model, layers)
 

@@ -158,6 +158,8 @@ def test_skip_nonfinite_goes_on_and_counts_the_poisoned_step(tfds_dir, tmp_path,
     ("train_lib.train.keep_checkpoints = 0", "keep_checkpoints=0"),
     ("train_lib.train.steps_per_run = 0", "steps_per_run=0"),
     ("train_lib.train.input_shards = 3", "multiple of the 3 input shards"),
+    ("REQUIRE_INITIAL_CHECKPOINT = True", "INITIAL_CHECKPOINT_PATH=None: this experiment"
+                                          " fine-tunes pretrained T5 v1.1 towers"),
 ])
 def test_bad_configuration_fails_before_anything_is_compiled(tfds_dir, tmp_path, binding,
                                                              message):

@@ -1,0 +1,156 @@
+"""Own data, no code: JSONL / TSV pairs named in gin, a BEIR-format folder named by path."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import gin
+import pytest
+import seqio
+
+import samtone_jax.tasks  # pylint: disable=unused-import
+from samtone_jax import data_files
+from samtone_jax.tasks import eval_sets, own_data, vocabularies
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+WORDS = ["parse", "date", "read", "file", "sort", "list", "join", "path", "split", "text",
+         "open", "socket", "write", "json", "copy", "tree", "hash", "bytes", "send", "mail"]
+
+
+def _pair(i: int) -> tuple[str, str]:
+  a, b = WORDS[i % 20], WORDS[(i * 7 + 3) % 20]
+  return f"how do I {a} the {b}", f"def {a}_{b}(x):\n    return {a}({b}(x))"
+
+
+def _tsv_pair(i: int) -> tuple[str, str]:
+  return tuple(text.replace("\n", " ") for text in _pair(i))
+
+
+@pytest.fixture
+def folder(tmp_path):
+  """train.jsonl (with negatives), dev.tsv, and a BEIR folder `eval/` of 20 queries."""
+  with open(tmp_path / "train.jsonl", "w") as f:
+    for i in range(64):
+      query, passage = _pair(i)
+      record = {"query": query, ("passage" if i % 2 else "positive"): passage,
+                "negatives": [_pair(i + 1)[1], _pair(i + 2)[1]][:1 + i % 2]}
+      f.write(json.dumps(record) + "\n")
+  (tmp_path / "dev.tsv").write_text("".join("\t".join(_tsv_pair(i)) + "\n"
+                                            for i in range(64, 96)))
+  beir = tmp_path / "eval"
+  (beir / "qrels").mkdir(parents=True)
+  (beir / "corpus.jsonl").write_text("".join(
+      json.dumps({"_id": f"d{i}", "title": "", "text": _pair(i)[1]}) + "\n" for i in range(40)))
+  (beir / "queries.jsonl").write_text("".join(
+      json.dumps({"_id": f"q{i}", "text": _pair(i)[0]}) + "\n" for i in range(20)))
+  (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+      f"q{i}\td{i}\t1\n" for i in range(20)))
+  return tmp_path
+
+
+@pytest.fixture
+def bound():
+  """bound(**files): binds own_data.pairs_files and the quickstart vocabulary."""
+  def bind(**values):
+    gin.clear_config()
+    with gin.unlock_config():
+      gin.bind_parameter("vocabularies.t5_vocabulary_path.path", vocabularies.QUICKSTART_PATH)
+      for name, value in values.items():
+        gin.bind_parameter(f"own_data.pairs_files.{name}", value)
+  yield bind
+  gin.clear_config()
+
+
+def test_the_examples_of_both_formats(folder, bound):
+  examples = list(own_data.read_examples(str(folder / "train.jsonl")))
+  assert len(examples) == 64
+  assert (examples[0]["query"], examples[0]["passage"]) == _pair(0)
+  assert examples[1]["negatives"] == [_pair(2)[1], _pair(3)[1]]
+  tsv = list(own_data.read_examples(str(folder / "dev.tsv")))
+  assert [(e["query"], e["passage"]) for e in tsv] == [_tsv_pair(i) for i in range(64, 96)]
+
+  bound(train=[str(folder / "train.jsonl")], validation=[str(folder / "dev.tsv")],
+        num_negatives=2)
+  got = list(seqio.get_mixture_or_task("own_pairs_with_negatives").get_dataset(
+      {"queries": 16, "passages": 32}, "train", shuffle=False).as_numpy_iterator())
+  assert len(got) == 32  # the examples with one negative are dropped
+  vocabulary = vocabularies.quickstart_vocabulary()
+  assert vocabulary.decode(got[0]["queries"].tolist()) == _pair(1)[0]
+  assert got[0]["negative_passages"].shape[0] == 2
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"query": "a", "passage": "b"}\n{"query": "a"', r"train.jsonl:2: not valid JSON"),
+    ('{"query": "a"}', r"train.jsonl:1: missing field 'passage' \(or 'positive'\)"),
+    ('{"query": 3, "passage": "b"}', r"train.jsonl:1: field 'query' must be str, got int"),
+    ('{"query": "a", "passage": "b", "negatives": "c"}',
+     r"train.jsonl:1: field 'negatives' must be list"),
+    ('{"query": "a", "passage": "b", "negatives": [1]}',
+     r"train.jsonl:1: field 'negatives' must be a list of strings"),
+])
+def test_bad_lines_name_the_file_and_line(tmp_path, text, message):
+  path = tmp_path / "train.jsonl"
+  path.write_text(text)
+  with pytest.raises(data_files.DataError, match=message):
+    list(own_data.read_examples(str(path)))
+
+
+def test_a_tsv_line_of_another_width_and_an_unknown_suffix(tmp_path):
+  (tmp_path / "a.tsv").write_text("q\tp\tn\nq\tp\n")
+  with pytest.raises(data_files.DataError, match=r"a.tsv:2: expected 3 tab-separated fields"):
+    list(own_data.read_examples(str(tmp_path / "a.tsv")))
+  with pytest.raises(data_files.DataError, match=r"expected a .jsonl or .tsv file"):
+    list(own_data.read_examples(str(tmp_path / "a.csv")))
+
+
+def test_negatives_need_their_task_and_training_files_are_required(folder, bound):
+  bound(train=[str(folder / "train.jsonl")], num_negatives=1)
+  with pytest.raises(ValueError, match="own_pairs_with_negatives"):
+    seqio.get_mixture_or_task("own_pairs").get_dataset(None, "train")
+  bound()
+  with pytest.raises(ValueError, match="no training files; set TRAIN_FILES"):
+    seqio.get_mixture_or_task("own_pairs").get_dataset(None, "train")
+
+
+def test_a_beir_folder_by_path(folder):
+  found = eval_sets.get(f"beir:{folder / 'eval'}")
+  assert len(found.queries) == 20 and len(found.corpus) == 40
+  assert found.qrels["q3"] == {"d3": 1}
+  assert eval_sets.short_name(f"beir:{folder / 'eval'}#dev") == "beir_eval_dev"
+  with pytest.raises(data_files.DataError, match="qrels/dev.tsv"):
+    eval_sets.get(f"beir:{folder / 'eval'}#dev")
+
+
+def test_train_and_evaluate_own_data_through_the_command_line(folder, subprocess_env):
+  """experiments/own_data.gin with the quickstart's model and vocabulary: trains on the
+  JSONL file, evaluates in-batch on the TSV file and on the BEIR folder, then `evaluate`
+  reproduces the final retrieval metrics."""
+  eval_set = f"beir:{folder / 'eval'}"
+  common = [f"--gin.vocabularies.t5_vocabulary_path.path='{vocabularies.QUICKSTART_PATH}'",
+            f"--gin.EVAL_TASKS=['{eval_set}']"]
+  env = dict(os.environ, **subprocess_env, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  run = folder / "run"
+  done = subprocess.run(
+      [sys.executable, "-m", "samtone_jax.train", "--gin_file=experiments/own_data.gin",
+       "--gin_file=models/t5_1_1_quickstart.gin", f"--gin.MODEL_DIR='{run}'",
+       f"--gin.TRAIN_FILES=['{folder / 'train.jsonl'}']",
+       f"--gin.VALIDATION_FILES=['{folder / 'dev.tsv'}']", "--gin.EVAL_SPLIT='validation'",
+       "--gin.TRAIN_STEPS=6", "--gin.BATCH_SIZE=8", "--gin.CHECKPOINT_PERIOD=6",
+       "--gin.EVAL_PERIOD=6", "--gin.TASK_FEATURE_LENGTHS={'queries': 16, 'passages': 32}",
+       "--gin.train_lib.train.eval_batches=2", *common],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+  assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+  metrics = json.loads((run / "metrics.json").read_text())
+  assert metrics["step"] == 6 and "eval/loss" in metrics
+  assert 0 < metrics["retrieval/beir_eval/MRR"] <= 1
+  done = subprocess.run(
+      [sys.executable, "-m", "samtone_jax.evaluate", f"--gin_file={run / 'config.gin'}",
+       "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT_PATH='{run}'", *common],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+  assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+  written = json.loads((run / "eval" / "metrics.json").read_text())
+  assert written["beir_eval"]["MRR"] == pytest.approx(metrics["retrieval/beir_eval/MRR"],
+                                                      abs=1e-6)
+  assert (run / "eval" / "beir_eval.trec").is_file()
