@@ -60,7 +60,7 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
           log_period: int = 50, steps_per_run: Optional[int] = None,
           input_shards: Optional[int] = None, skip_nonfinite_steps: bool = False,
           strict_restore: bool = False, require_initial_checkpoint: bool = False,
-          log_example_ids: bool = False) -> dict[str, float]:
+          adafactor_initial_step: int = 0, log_example_ids: bool = False) -> dict[str, float]:
   """Trains a dual encoder; returns the final evaluation metrics (also in metrics.json).
 
   Args:
@@ -103,6 +103,9 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
     require_initial_checkpoint: refuse to start a new run (MODEL_DIR without a checkpoint)
       with INITIAL_CHECKPOINT_PATH None: for experiments that fine-tune pretrained towers
       (REQUIRE_INITIAL_CHECKPOINT; the paper's set it).
+    adafactor_initial_step: the step Adafactor's second-moment decay counts from: T5X's
+      fine-tuning restores the pretrained step (1,000,000 for T5 v1.1; the paper's
+      experiments set that), 0 for training from scratch (ADAFACTOR_INITIAL_STEP).
     log_example_ids: append each step's content ids (`query_ids`, `passage_ids`) to
       MODEL_DIR/example_ids.jsonl, one JSON line a step, to check which examples a run saw
       (steps that a restart runs again appear again: the later line is the one that counts).
@@ -139,7 +142,7 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
 
   # --- Model, optimizer, loss --------------------------------------------------------------
   schedule = optimizers.linear_decay_schedule(learning_rate, train_steps, warmup_steps)
-  optimizer = optimizers.adafactor(schedule)
+  optimizer = optimizers.adafactor(schedule, initial_step=adafactor_initial_step)
   loss_fn = losses.sharded_contrastive_loss(mesh, **loss_options)
   if not mask_duplicates:
     unmasked = loss_fn

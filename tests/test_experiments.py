@@ -63,7 +63,7 @@ def test_paper_settings(name):
                 "LEARNING_RATE", "WARMUP_STEPS", "TEMPERATURE", "BIDIRECTIONAL", "SAME_TOWER",
                 "PAIR_ALPHA", "ARCHITECTURE", "MIXTURE_OR_TASK_NAME", "EMBEDDING_DIM",
                 "EVAL_SPLIT", "NUM_PARTITIONS", "TASK_FEATURE_LENGTHS", "EVAL_TASKS",
-                "REQUIRE_INITIAL_CHECKPOINT")
+                "REQUIRE_INITIAL_CHECKPOINT", "ADAFACTOR_INITIAL_STEP")
   model = _experiment_model()
   gin.clear_config()
   builder = msmarco.MsmarcoPassage if parts["data"] == "msmarco" else multireqa.Multireqa
@@ -78,7 +78,7 @@ def test_paper_settings(name):
                      TASK_FEATURE_LENGTHS={"queries": 64, "passages": 256},
                      EVAL_TASKS=["msmarco_passage_dev_small" if parts["data"] == "msmarco"
                                  else TASKS[parts["data"]]],
-                     REQUIRE_INITIAL_CHECKPOINT=True)
+                     REQUIRE_INITIAL_CHECKPOINT=True, ADAFACTOR_INITIAL_STEP=1_000_000)
   assert (model.architecture, model.config.d_model, model.config.num_layers) == (
       parts["arch"], d_model, layers)
 

@@ -49,3 +49,27 @@ def test_adafactor_clips_updates_to_rms_one_before_scaling():
   rms = float(jnp.sqrt(jnp.mean(updates["kernel"] ** 2)))
   assert rms == pytest.approx(1.0, rel=1e-3)
   assert isinstance(tx, optax.GradientTransformation)
+
+
+def test_initial_step_is_the_step_the_second_moment_decay_counts_from():
+  """Adafactor with initial_step N from a fresh state updates as optax's Adafactor whose own
+  step count is N (T5X's fine-tuning, which restores the pretrained step); the first
+  second-moment estimate is then mostly the zero it starts from (decay 1 - (N + 1)^-0.8),
+  where from step 0 it is the squared gradient itself (decay 0)."""
+  params = {"w": jnp.linspace(-1.0, 1.0, 128 * 130).reshape(128, 130), "b": jnp.ones(7)}
+  grads = jax.tree.map(lambda p: jnp.cos(3.0 * p) + 0.1, params)
+  n = 1_000_000
+  fine_tuning = optimizers.adafactor(1e-3, initial_step=n)
+  updates, state = fine_tuning.update(grads, fine_tuning.init(params), params)
+  plain = optimizers.adafactor(1e-3)
+  at_n = jax.tree.map(lambda x: jnp.full_like(x, n) if jnp.issubdtype(x.dtype, jnp.integer)
+                      else x, plain.init(params))
+  want, _ = plain.update(grads, at_n, params)
+  jax.tree.map(np.testing.assert_allclose, updates, want)
+  _, from_scratch = plain.update(grads, plain.init(params), params)
+  v = lambda s: s[0].v["b"]  # the unfactored second moment of the bias
+  decay = 1.0 - (n + 1) ** -0.8
+  np.testing.assert_allclose(v(state), (1 - decay) * grads["b"] ** 2 + 1e-30, rtol=1e-3)
+  np.testing.assert_allclose(v(from_scratch), grads["b"] ** 2 + 1e-30, rtol=1e-5)
+  with pytest.raises(ValueError, match="ADAFACTOR_INITIAL_STEP"):
+    optimizers.adafactor(1e-3, initial_step=-1)
