@@ -35,7 +35,10 @@ def _import_tensorflow_for_the_host() -> None:
   discarded; TensorFlow logs as usual afterwards.
   """
   with _native_stderr_discarded():
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    try:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    except ImportError:  # the model, loss and trainer modules work without it
+      return
     tf.config.set_visible_devices([], "GPU")
 
 

@@ -8,7 +8,9 @@ file with its overrides); CHECKPOINT_PATH is a training MODEL_DIR (its latest ch
 one of its `checkpoints/<step>` folders, or a Hugging Face T5 / sentence-transformers (GTR)
 folder. Each evaluation set of EVAL_TASKS (tasks/eval_sets.py) is ranked in full (top
 EVAL_K) and scored; EVAL_OUTPUT_DIR (default CHECKPOINT_PATH/eval) gets metrics.json
-({set: {metric: value}}) and one TREC run file a set (`<set>.trec`: `qid Q0 docid rank score samtone_jax`).
+({set: {metric: value}}) and one TREC run file a set (`<set>.trec`: `qid Q0 docid rank
+score samtone_jax`). A set named `beir:<folder>` (any BEIR-format folder) is reported as
+`beir_<folder name>`.
 """
 
 import json

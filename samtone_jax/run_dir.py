@@ -192,8 +192,10 @@ def vocabulary(mixture_or_task_name: str) -> seqio.Vocabulary:
   return seqio.get_mixture_or_task(mixture_or_task_name).output_features["queries"].vocabulary
 
 
-def encoders(model: dual_encoder.DualEncoder
-             ) -> tuple[Callable[[Any, jax.Array], jax.Array], Callable[[Any, jax.Array], jax.Array]]:
+Encoder = Callable[[Any, jax.Array], jax.Array]
+
+
+def encoders(model: dual_encoder.DualEncoder) -> tuple[Encoder, Encoder]:
   """(encode_queries, encode_passages): jit-able `(params, [b, L] int32) -> [b, E]`."""
   def encoder(method):
     return lambda params, ids: model.apply({"params": params}, ids, method=method)

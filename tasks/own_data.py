@@ -14,15 +14,17 @@ in order:
   own_data.pairs_files.train = ['/data/mine/train.jsonl']
   own_data.pairs_files.validation = ['/data/mine/dev.jsonl']
 
-With NUM_NEGATIVES = k and MIXTURE_OR_TASK_NAME = 'own_pairs_with_negatives', that task gives each example the first k
-of its negatives; examples with fewer are dropped, and counted in the log. The texts go
+With NUM_NEGATIVES = k and MIXTURE_OR_TASK_NAME = 'own_pairs_with_negatives', that task
+gives each example the first k of its negatives; examples with fewer are dropped, and
+counted in the log. The texts go
 through the same preprocessors (content ids, tokenisation with EOS, cutting) and feature
 converter as the built-in tasks, tokenised with T5's vocabulary (tasks/vocabularies.py says
 where its file comes from).
 
 An evaluation set in BEIR's format (a folder or zip holding corpus.jsonl, queries.jsonl and
-qrels/<split>.tsv; in a zip, `/data/mine.zip/mine`) is named by its path: EVAL_TASKS = ['beir:/data/mine/eval'] reads the
-split "test", 'beir:/data/mine/eval#dev' the split "dev" (tasks/eval_sets.py).
+qrels/<split>.tsv; in a zip, `/data/mine.zip/mine`) is named by its path:
+EVAL_TASKS = ['beir:/data/mine/eval'] reads the split "test", 'beir:/data/mine/eval#dev'
+the split "dev" (tasks/eval_sets.py).
 """
 
 import logging
