@@ -73,7 +73,9 @@ def _copy_of_stopped(runs: pathlib.Path, tmp_path: pathlib.Path) -> run_dir.RunD
   return run_dir.RunDir(shutil.copytree(runs / "stopped", tmp_path / "run"))
 
 
-@pytest.mark.parametrize("damage", list(DAMAGES))
+@pytest.mark.parametrize("damage", [  # the input position, by default, in the two-process test
+    "array data", pytest.param("metadata", marks=pytest.mark.slow),
+    pytest.param("input position", marks=pytest.mark.slow)])
 def test_a_damaged_checkpoint_is_moved_aside_and_the_run_resumes_from_the_one_before(
     runs, subprocess_env, tmp_path, damage):
   run = _copy_of_stopped(runs, tmp_path)
