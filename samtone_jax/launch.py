@@ -23,9 +23,6 @@ import gin
 
 import samtone_jax
 
-_LOG = logging.getLogger("samtone_jax.launch")
-
-
 def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
   """--gin_file (repeatable), --gin.NAME=VALUE (repeatable), --gin_search_paths, processes.
 

@@ -32,7 +32,7 @@ def get(name: str) -> data_files.RetrievalSet:
   """
   if name.startswith("beir:"):
     from samtone_jax.tasks import beir  # pylint: disable=g-import-not-at-top  # (a cycle)
-    path, _, split = name[len("beir:"):].partition("#")
+    path, split = _beir_path_and_split(name)
     return beir.eval_set(path, split or "test")
   if name not in _EVAL_SETS:
     raise KeyError(f"no evaluation set {name!r}; registered: {names()}.")
@@ -44,6 +44,12 @@ def short_name(name: str) -> str:
   folder (and split), e.g. "beir_my_eval_dev"; registered names are themselves."""
   if not name.startswith("beir:"):
     return name
-  path, _, split = name[len("beir:"):].partition("#")
+  path, split = _beir_path_and_split(name)
   stem = pathlib.PurePath(path.rstrip("/")).name.removesuffix(".zip")
   return re.sub(r"[^A-Za-z0-9_.-]", "_", "_".join(filter(None, ("beir", stem, split))))
+
+
+def _beir_path_and_split(name: str) -> tuple[str, str]:
+  """("<path>", "<split>") of a name `beir:<path>[#<split>]` ("" for no split)."""
+  path, _, split = name[len("beir:"):].partition("#")
+  return path, split

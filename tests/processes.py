@@ -22,6 +22,12 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
+def cluster_flags(port: int, index: int, count: int = 2) -> list[str]:
+  """The launch flags of process `index` of `count`, process 0 listening on `port`."""
+  return [f"--coordinator_address=127.0.0.1:{port}", f"--process_count={count}",
+          f"--process_index={index}"]
+
+
 def start_training(model_dir, log, *flags: str, env: dict[str, str],
                    devices: int = 1) -> subprocess.Popen:
   """`python -m samtone_jax.train` of the tiny run into `model_dir` on `devices` simulated

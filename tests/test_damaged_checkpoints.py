@@ -129,11 +129,6 @@ def test_evaluate_and_export_name_the_newest_good_checkpoint(runs, tmp_path):
                _params(runs / "stopped", 4))
 
 
-def _cluster_flags(port, index):
-  return [f"--coordinator_address=127.0.0.1:{port}", "--process_count=2",
-          f"--process_index={index}"]
-
-
 def test_two_processes_agree_on_the_fallback(subprocess_env, tmp_path):
   """Only process 1's input position of step 8 is damaged: process 0 alone could resume
   from step 8, but both resume from step 4."""
@@ -143,7 +138,7 @@ def test_two_processes_agree_on_the_fallback(subprocess_env, tmp_path):
   def both(*more):
     port = processes.free_port()
     procs = [processes.start_training(tmp_path / "run", tmp_path / f"process{i}.log", *flags,
-                                      *more, *_cluster_flags(port, i), devices=2,
+                                      *more, *processes.cluster_flags(port, i), devices=2,
                                       env=subprocess_env) for i in range(2)]
     assert processes.wait_all(procs, 600)[0] == [0, 0], processes.logs(tmp_path)
 

@@ -18,11 +18,6 @@ DEADLINE_S = 600
 STEPS = 6
 
 
-def _cluster_flags(port, index):
-  return [f"--coordinator_address=127.0.0.1:{port}", "--process_count=2",
-          f"--process_index={index}"]
-
-
 def test_two_processes_train_as_one_process_with_four_devices(subprocess_env, tmp_path):
   """Each process reads its own shard (input_shards=2: shard p on process p); the 1-process
   run reads both shards into the same global batches. Parameters, checkpoints, input
@@ -31,7 +26,7 @@ def test_two_processes_train_as_one_process_with_four_devices(subprocess_env, tm
            "--gin.train_lib.train.input_shards=2", "--gin.train_lib.train.log_example_ids=True"]
   port = processes.free_port()
   procs = [processes.start_training(tmp_path / "two", tmp_path / f"process{i}.log", *flags,
-                                    *_cluster_flags(port, i), devices=2,
+                                    *processes.cluster_flags(port, i), devices=2,
                                     env=subprocess_env) for i in range(2)]
   procs.append(processes.start_training(tmp_path / "one", tmp_path / "one.log", *flags,
                                         devices=4, env=subprocess_env))
@@ -57,7 +52,7 @@ def test_a_killed_process_ends_the_other_with_an_error(subprocess_env, tmp_path)
   port = processes.free_port()
   procs = [processes.start_training(
       tmp_path / "run", tmp_path / f"process{i}.log", "--gin.TRAIN_STEPS=100000",
-      "--heartbeat_timeout_seconds=10", *_cluster_flags(port, i), devices=2,
+      "--heartbeat_timeout_seconds=10", *processes.cluster_flags(port, i), devices=2,
       env=subprocess_env) for i in range(2)]
   try:
     deadline = time.monotonic() + DEADLINE_S
