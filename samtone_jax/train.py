@@ -333,13 +333,13 @@ class _Checkpointer:
       _LOG.warning("The checkpoint of step %d (%s) does not restore: %s", step,
                    self._run.checkpoint(step), error)
       if self._strict:
-        raise TrainingError(
+        _refuse(
             f"the checkpoint of step {step} ({self._run.checkpoint(step)}) does not restore:"
             f" {error}. STRICT_RESTORE = True refuses to fall back to an older checkpoint;"
             f" move {self._run.checkpoint(step)} and {self._run.input_position(step)} aside"
             " by hand, or set STRICT_RESTORE = False.")
     else:
-      raise TrainingError(
+      _refuse(
           f"no checkpoint of {self._run.checkpoints} restores ("
           + "; ".join(f"step {s}: {e}" for s, e in damaged.items())
           + "). Nothing was moved: if the model or the number of processes changed, resume"
@@ -405,6 +405,13 @@ class _Checkpointer:
 
   def wait_until_finished(self) -> None:
     self._manager.wait_until_finished()
+
+
+def _refuse(message: str) -> None:
+  """Logs `message` as one line, then raises it as a TrainingError: the storage layer's
+  threads may still print as the process exits, and cut into the traceback's last line."""
+  _LOG.error("%s", message)
+  raise TrainingError(message)
 
 
 def _restore_or_initialise(checkpointer: _Checkpointer, model: dual_encoder.DualEncoder,
