@@ -52,7 +52,7 @@ def get_dataset(mixture_or_task_name: str, split: str, task_feature_lengths: Map
     shard_index, num_shards: this process's shard of the data.
     shuffle, seed: deterministic shuffling for a given seed.
     num_epochs: None repeats forever.
-    num_negatives: hard negatives an example.
+    num_negatives: hard negatives an example, drawn from its pool (feature_converter.py).
   """
   prepare(mixture_or_task_name)
   ds = seqio.get_dataset(
@@ -60,7 +60,8 @@ def get_dataset(mixture_or_task_name: str, split: str, task_feature_lengths: Map
       dataset_split=split, shuffle=shuffle, num_epochs=num_epochs, seed=seed,
       shard_info=(seqio.ShardInfo(index=shard_index, num_shards=num_shards)
                   if num_shards > 1 else None),
-      feature_converter=feature_converter.DualEncoderFeatureConverter(num_negatives),
+      feature_converter=feature_converter.DualEncoderFeatureConverter(
+          num_negatives, seed=seed, shard_index=shard_index),
       use_cached=False)
   return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 

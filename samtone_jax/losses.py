@@ -14,6 +14,10 @@ global batch, `s(a, b) = a . b` and `t` the temperature.
 - Duplicate masking, with content ids: in a cross-tower row i, item j != i is removed when
   `passage_id[j] == passage_id[i]` or `query_id[j] == query_id[i]`; in a same-tower sum, item
   j != i is removed when its id equals the anchor's. The positive is never removed.
+- Hard negatives, with their ids: negative m is removed from query->passage row i when its
+  id is < 0 (a slot with no negative: its example had fewer than k) or, given passage ids,
+  when it is a known positive of the anchor: its id equals `passage_id[i]`, or `passage_id[j]`
+  of an example j with `query_id[j] == query_id[i]`.
 
 `contrastive_loss` works on whole (global) arrays. `sharded_contrastive_loss` computes the same
 value under a device mesh, each device only its own rows. Both run `_loss_and_metrics` on a
@@ -59,7 +63,8 @@ def check_options(temperature, same_tower, bidirectional, pair_alpha):
     raise ValueError(f"pair_alpha must be a number in [0, 1], got {pair_alpha!r}.")
 
 
-def _check_inputs(query_emb, passage_emb, negative_emb, query_ids, passage_ids):
+def _check_inputs(query_emb, passage_emb, negative_emb, query_ids, passage_ids,
+                  negative_ids=None):
   """Raises ValueError, naming the argument, for arrays of the wrong shape or dtype."""
   for name, x in (("query_emb", query_emb), ("passage_emb", passage_emb)):
     if x.ndim != 2 or not jnp.issubdtype(x.dtype, jnp.floating):
@@ -82,6 +87,12 @@ def _check_inputs(query_emb, passage_emb, negative_emb, query_ids, passage_ids):
     if ids is not None and (ids.shape != (batch,) or not jnp.issubdtype(ids.dtype, jnp.integer)):
       raise ValueError(f"{name} must be an integer [B] = [{batch}] array, got"
                        f" {ids.dtype}{list(ids.shape)}.")
+  if negative_ids is not None and (
+      negative_emb is None or negative_ids.shape != negative_emb.shape[:2]
+      or not jnp.issubdtype(negative_ids.dtype, jnp.integer)):
+    want = "no negative_emb" if negative_emb is None else list(negative_emb.shape[:2])
+    raise ValueError(f"negative_ids must be an integer [B, k] array like negative_emb"
+                     f" ({want}), got {negative_ids.dtype}{list(negative_ids.shape)}.")
 
 
 def _masked_logsumexp(pieces: Sequence[tuple[Array, Optional[Array]]],
@@ -115,6 +126,25 @@ def _similarity(a: Array, b: Array) -> Array:
                     preferred_element_type=jnp.float32)
 
 
+def _pairs_in(a: Array, b: Array, set_a: Array, set_b: Array) -> Array:
+  """[n] x [m] ids, [s] x [s] pairs -> [n, m] bool: whether (a[i], b[j]) is a pair of the set.
+
+  Exact, in O(n m log s) time and O(n m) memory: a binary search of each pair among the
+  set's pairs sorted lexicographically.
+  """
+  set_a, set_b = lax.sort((set_a, set_b), num_keys=2)
+  size = set_a.shape[0]
+  a, b = jnp.broadcast_arrays(a[:, None], b[None, :])
+  lo, hi = jnp.zeros(a.shape, jnp.int32), jnp.full(a.shape, size, jnp.int32)
+  for _ in range(size.bit_length()):  # invariant: the pair, if present, is in [lo, hi]
+    mid = (lo + hi) // 2
+    at_a, at_b = set_a[jnp.minimum(mid, size - 1)], set_b[jnp.minimum(mid, size - 1)]
+    below = (mid < hi) & ((at_a < a) | ((at_a == a) & (at_b < b)))
+    lo, hi = jnp.where(below, mid + 1, lo), jnp.where(below, hi, mid)
+  at = jnp.minimum(lo, size - 1)
+  return (lo < size) & (set_a[at] == a) & (set_b[at] == b)
+
+
 class _Blocks(NamedTuple):
   """Where a block of rows sits in the global batch, and how to combine blocks.
 
@@ -129,8 +159,8 @@ class _Blocks(NamedTuple):
 _ONE_BLOCK = _Blocks(offset=0, gather=lambda x: x, sum=lambda x: x, max=lambda x: x)
 
 
-def _loss_and_metrics(q_rows, p_rows, n_rows, qid_rows, pid_rows, blocks, *, temperature,
-                      same_tower, bidirectional, pair_alpha):
+def _loss_and_metrics(q_rows, p_rows, n_rows, qid_rows, pid_rows, nid_rows, blocks, *,
+                      temperature, same_tower, bidirectional, pair_alpha):
   """The loss and metrics of the global batch, computed from one block of its rows.
 
   The block holds rows [offset, offset + b) of the global batch; `blocks` gathers the other
@@ -142,6 +172,7 @@ def _loss_and_metrics(q_rows, p_rows, n_rows, qid_rows, pid_rows, blocks, *, tem
     q_rows, p_rows: [b, d] queries and positive passages of the block.
     n_rows: [b, k, d] hard negatives of the block, or None.
     qid_rows, pid_rows: [b] int content ids of the block's queries and passages, or None.
+    nid_rows: [b, k] int content ids of the block's hard negatives (< 0: none), or None.
     blocks: a `_Blocks`.
     temperature, same_tower, bidirectional, pair_alpha: as in `contrastive_loss`.
 
@@ -177,6 +208,15 @@ def _loss_and_metrics(q_rows, p_rows, n_rows, qid_rows, pid_rows, blocks, *, tem
   if n_rows is not None:
     n_all = blocks.gather(n_rows.astype(jnp.float32)).reshape(-1, q_rows.shape[-1])
     logits_qn = _similarity(q_rows, n_all) / t  # [b, B * k]
+    if nid_rows is not None:
+      nid_all = blocks.gather(nid_rows).reshape(-1)  # [B * k]
+      keep_qn = jnp.broadcast_to(nid_all >= 0, logits_qn.shape)
+      if pid_rows is not None and qid_rows is not None:
+        keep_qn &= ~_pairs_in(qid_rows, nid_all, blocks.gather(qid_rows),
+                              blocks.gather(pid_rows))
+      elif pid_rows is not None:
+        keep_qn &= pid_rows[:, None] != nid_all[None, :]
+      logits_qn = jnp.where(keep_qn, logits_qn, -jnp.inf)
     pieces.append((logits_qn, None))
   if query_side:
     logits_qq = _similarity(q_rows, blocks.gather(q_rows)) / t  # [b, B]
@@ -235,6 +275,7 @@ def contrastive_loss(
     negative_emb: Optional[Array] = None,
     query_ids: Optional[Array] = None,
     passage_ids: Optional[Array] = None,
+    negative_ids: Optional[Array] = None,
 ) -> tuple[Array, dict[str, Array]]:
   """In-batch softmax contrastive loss with optional same tower negatives (SamToNe) and PAIR.
 
@@ -262,6 +303,9 @@ def contrastive_loss(
     negative_emb: [B, k, d] hard negatives; all B * k join every query->passage row.
     query_ids: [B] int ids of the query texts (equal ids = equal texts), for masking.
     passage_ids: [B] int ids of the passage texts, for masking.
+    negative_ids: [B, k] int ids of the hard negatives' texts: an id < 0 marks a slot
+      without a negative (always removed); with `passage_ids`, a negative that is a known
+      positive of the anchor is removed from its row.
 
   Returns:
     `(loss, metrics)`: the scalar float32 loss, and a dict of float32 scalars: `loss`,
@@ -274,9 +318,9 @@ def contrastive_loss(
     ValueError: for a bad option or array, naming it.
   """
   check_options(temperature, same_tower, bidirectional, pair_alpha)
-  _check_inputs(query_emb, passage_emb, negative_emb, query_ids, passage_ids)
+  _check_inputs(query_emb, passage_emb, negative_emb, query_ids, passage_ids, negative_ids)
   means = _loss_and_metrics(
-      query_emb, passage_emb, negative_emb, query_ids, passage_ids, _ONE_BLOCK,
+      query_emb, passage_emb, negative_emb, query_ids, passage_ids, negative_ids, _ONE_BLOCK,
       temperature=temperature, same_tower=same_tower, bidirectional=bidirectional,
       pair_alpha=pair_alpha)
   return means["loss"], means
@@ -303,8 +347,8 @@ def sharded_contrastive_loss(mesh: Mesh, data_axes: Sequence[str] = ("data",),
       `contrastive_loss`.
 
   Returns:
-    `loss_fn(query_emb, passage_emb, *, negative_emb=None, query_ids=None, passage_ids=None)
-    -> (loss, metrics)` with the arrays and results of `contrastive_loss`.
+    `loss_fn(query_emb, passage_emb, *, negative_emb=None, query_ids=None, passage_ids=None,
+    negative_ids=None) -> (loss, metrics)` with the arrays and results of `contrastive_loss`.
 
   Raises:
     ValueError: for a bad option or an axis not in the mesh; the returned function raises it
@@ -333,17 +377,19 @@ def sharded_contrastive_loss(mesh: Mesh, data_axes: Sequence[str] = ("data",),
         max=functools.partial(lax.pmax, axis_name=data_axes))
     return _loss_and_metrics(
         arrays["query_emb"], arrays["passage_emb"], arrays.get("negative_emb"),
-        arrays.get("query_ids"), arrays.get("passage_ids"), blocks, **options)
+        arrays.get("query_ids"), arrays.get("passage_ids"), arrays.get("negative_ids"), blocks,
+        **options)
 
-  def loss_fn(query_emb, passage_emb, *, negative_emb=None, query_ids=None, passage_ids=None):
-    _check_inputs(query_emb, passage_emb, negative_emb, query_ids, passage_ids)
+  def loss_fn(query_emb, passage_emb, *, negative_emb=None, query_ids=None, passage_ids=None,
+              negative_ids=None):
+    _check_inputs(query_emb, passage_emb, negative_emb, query_ids, passage_ids, negative_ids)
     batch = query_emb.shape[0]
     if batch % num_shards:
       raise ValueError(
           f"the global batch of {batch} examples does not split evenly over the"
           f" {num_shards} devices of mesh axes {data_axes}: use a multiple of {num_shards}.")
     arrays = dict(query_emb=query_emb, passage_emb=passage_emb, negative_emb=negative_emb,
-                  query_ids=query_ids, passage_ids=passage_ids)
+                  query_ids=query_ids, passage_ids=passage_ids, negative_ids=negative_ids)
     arrays = {k: v for k, v in arrays.items() if v is not None}
     if explicit:
       arrays = {k: jax.reshard(v, NamedSharding(mesh, batch_spec)) for k, v in arrays.items()}

@@ -71,8 +71,10 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
     mixture_or_task_name: a SeqIO task or mixture (MIXTURE_OR_TASK_NAME).
     task_feature_lengths: {"queries": Lq, "passages": Lp} (TASK_FEATURE_LENGTHS).
     temperature, same_tower, bidirectional, pair_alpha: the loss (losses/*.gin).
-    mask_duplicates: remove duplicate texts from the denominators, by content ids.
-    num_negatives: hard negatives an example (tasks with `negative_passages`).
+    mask_duplicates: remove duplicate texts from the denominators, and hard negatives that
+      are known positives of the anchor, by content ids.
+    num_negatives: hard negatives an example (tasks with `negative_passages`), drawn from
+      the example's pool.
     learning_rate, warmup_steps: the schedule, decaying linearly to 0 at train_steps.
     num_partitions: size of the mesh's "model" axis (NUM_PARTITIONS).
     grad_cache_chunk: None, or encode the batch this many examples at a time with gradient
@@ -146,8 +148,8 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
   loss_fn = losses.sharded_contrastive_loss(mesh, **loss_options)
   if not mask_duplicates:
     unmasked = loss_fn
-    loss_fn = lambda q, p, *, negative_emb=None, query_ids=None, passage_ids=None: unmasked(
-        q, p, negative_emb=negative_emb)
+    loss_fn = lambda q, p, *, negative_emb=None, negative_ids=None, **_: unmasked(
+        q, p, negative_emb=negative_emb, negative_ids=negative_ids)  # empty slots still go
   step_fn = trainer.make_train_step(model, optimizer, loss_fn, schedule, dropout_seed=seed,
                                     grad_cache_chunk=grad_cache_chunk)
   if skip_nonfinite_steps:

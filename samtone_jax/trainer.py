@@ -114,7 +114,8 @@ def embeddings_loss(loss_fn: Callable, embeddings: dict[str, jax.Array], batch: 
   """`loss_fn` on the embeddings of `embed_batch` and the batch's content ids."""
   return loss_fn(embeddings["query"], embeddings["passage"],
                  negative_emb=embeddings.get("negative"), query_ids=batch.get("query_ids"),
-                 passage_ids=batch.get("passage_ids"))
+                 passage_ids=batch.get("passage_ids"),
+                 negative_ids=batch.get("negative_passage_ids"))
 
 
 def batch_loss(model: dual_encoder.DualEncoder, loss_fn: Callable, params: Any, batch: Batch,
@@ -200,8 +201,8 @@ def make_train_step(model: dual_encoder.DualEncoder, optimizer: optax.GradientTr
   Args:
     model: the dual encoder.
     optimizer: the optax transformation.
-    loss_fn: `(query_emb, passage_emb, *, negative_emb, query_ids, passage_ids) -> (loss,
-      metrics)`, e.g. `losses.sharded_contrastive_loss(mesh, ...)`.
+    loss_fn: `(query_emb, passage_emb, *, negative_emb, query_ids, passage_ids,
+      negative_ids) -> (loss, metrics)`, e.g. `losses.sharded_contrastive_loss(mesh, ...)`.
     learning_rate: the schedule, for the summaries.
     dropout_seed: dropout's random numbers are `fold_in(key(dropout_seed), step)`, so a
       resumed run draws the same ones.

@@ -14,9 +14,12 @@ in order:
   own_data.pairs_files.train = ['/data/mine/train.jsonl']
   own_data.pairs_files.validation = ['/data/mine/dev.jsonl']
 
-With NUM_NEGATIVES = k and MIXTURE_OR_TASK_NAME = 'own_pairs_with_negatives', that task
-gives each example the first k of its negatives; examples with fewer are dropped, and
-counted in the log. The texts go
+With NUM_NEGATIVES = k and MIXTURE_OR_TASK_NAME = 'own_pairs_with_negatives', an example's
+negatives are its pool (e.g. the top 30 of `python -m samtone_jax.mine`), and each
+epoch draws k of them anew, seeded by SEED (samtone_jax/feature_converter.py). An example
+with fewer than k is dropped (SHORT_POOLS = 'drop', the default) or keeps them all and
+leaves the other slots empty ('pad': in-batch negatives only there); both are counted in
+the log. The texts go
 through the same preprocessors (content ids, tokenisation with EOS, cutting) and feature
 converter as the built-in tasks, tokenised with T5's vocabulary (tasks/vocabularies.py says
 where its file comes from).
@@ -43,13 +46,17 @@ SPLITS = ("train", "validation")
 
 @gin.configurable(module="own_data")
 def pairs_files(train: Sequence[str] = (), validation: Sequence[str] = (),
-                num_negatives: int = 0) -> dict[str, Any]:
-  """The files of each split of `own_pairs`, and the negatives an example keeps."""
+                num_negatives: int = 0, short_pools: str = "drop") -> dict[str, Any]:
+  """The files of each split of `own_pairs`, the negatives an example takes (k), and what
+  becomes of an example with fewer than k: "drop" it, or "pad" its empty slots."""
   if isinstance(train, str) or isinstance(validation, str):
     raise ValueError("own_data.pairs_files: train and validation are lists of paths, e.g."
                      " TRAIN_FILES = ['/data/train.jsonl'].")
+  if short_pools not in ("drop", "pad"):
+    raise ValueError(f"own_data.pairs_files.short_pools (SHORT_POOLS) must be 'drop' or"
+                     f" 'pad', got {short_pools!r}.")
   return {"train": list(train), "validation": list(validation),
-          "num_negatives": num_negatives}
+          "num_negatives": num_negatives, "short_pools": short_pools}
 
 
 def _jsonl_example(record: Any, path: Any, line: int) -> dict[str, Any]:
@@ -102,7 +109,7 @@ def read_examples(path: str) -> Iterator[dict[str, Any]]:
 
 
 def _examples(split: str, num_negatives: int) -> dict[str, list]:
-  """The texts of a split, as lists: {"query", "passage"} (and "negatives": [N][k])."""
+  """The texts of a split, as lists: {"query", "passage"} (and "negatives": [N][pool])."""
   files = pairs_files()
   if split == "train" and not files["train"]:
     raise ValueError("own_pairs: no training files; set TRAIN_FILES (experiments/"
@@ -113,13 +120,16 @@ def _examples(split: str, num_negatives: int) -> dict[str, list]:
     for example in data_files.drop_empty(read_examples(path), path):
       if len(example["negatives"]) < num_negatives:
         short += 1
-        continue
+        if files["short_pools"] == "drop":
+          continue
       columns["query"].append(example["query"])
       columns["passage"].append(example["passage"])
-      columns["negatives"].append(example["negatives"][:num_negatives])
+      columns["negatives"].append(example["negatives"])
   if short:
-    logging.warning("own_pairs %s: dropped %d examples with fewer than NUM_NEGATIVES=%d"
-                    " negatives.", split, short, num_negatives)
+    logging.warning("own_pairs %s: %s %d examples with fewer than NUM_NEGATIVES=%d"
+                    " negatives (SHORT_POOLS=%r).", split,
+                    "dropped" if files["short_pools"] == "drop" else "padded the empty slots"
+                    " of", short, num_negatives, files["short_pools"])
   logging.info("own_pairs %s: %d examples from %s.", split, len(columns["query"]),
                files[split])
   if not num_negatives:
@@ -140,8 +150,12 @@ def _dataset_fn(negatives: bool):
     if not columns["query"]:
       spec = {k: tf.TensorSpec([None] * (k == "negatives"), tf.string) for k in columns}
       return tf.data.Dataset.from_generator(lambda: iter(()), output_signature=spec)
-    return tf.data.Dataset.from_tensor_slices(
-        {k: tf.constant(v, tf.string) for k, v in columns.items()})
+    tensors = {k: tf.constant(columns[k], tf.string) for k in ("query", "passage")}
+    if "negatives" in columns:  # pools of any size: ragged [N, None]
+      tensors["negatives"] = tf.RaggedTensor.from_row_lengths(
+          tf.constant([n for pool in columns["negatives"] for n in pool], tf.string),
+          [len(pool) for pool in columns["negatives"]])
+    return tf.data.Dataset.from_tensor_slices(tensors)
   return dataset
 
 

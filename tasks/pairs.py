@@ -101,6 +101,8 @@ def output_features(vocabulary: seqio.Vocabulary,
               "query_ids": ids(), "passage_ids": ids()}
   if negatives:
     features["negative_passages"] = seqio.Feature(vocabulary, add_eos=True, rank=2)
+    features["negative_passage_ids"] = seqio.Feature(
+        seqio.PassThroughVocabulary(1), add_eos=False, dtype=tf.int32, rank=1, required=False)
   return features
 
 

@@ -4,7 +4,8 @@ A training pair, as every TFDS builder of tasks/ stores it:
   {"query": text, "passage": text} and, with hard negatives, "negatives": [k] texts.
 The task's output features, after these preprocessors:
   {"queries": [<= Lq] int32, "passages": [<= Lp] int32, "query_ids": int32,
-   "passage_ids": int32} and "negative_passages": [k, <= Lp] int32 (ragged).
+   "passage_ids": int32} and, with hard negatives, "negative_passages": [n, <= Lp] int32
+  (ragged: the example's pool of n) and "negative_passage_ids": [n] int32.
 """
 
 import functools
@@ -43,12 +44,16 @@ def content_id(text: tf.Tensor) -> tf.Tensor:
 
 @seqio.map_over_dataset
 def add_content_ids(features):
-  """Adds "query_ids" and "passage_ids", the content ids of the texts (for masking).
+  """Adds "query_ids" and "passage_ids", the content ids of the texts (for masking), and
+  "negative_passage_ids" for hard negatives.
 
   {"queries": "a  b", "passages": "c"} -> {..., "query_ids": 516208603, "passage_ids": ...}
   """
-  return dict(features, query_ids=content_id(features["queries"]),
-              passage_ids=content_id(features["passages"]))
+  ids = dict(query_ids=content_id(features["queries"]),
+             passage_ids=content_id(features["passages"]))
+  if "negative_passages" in features:
+    ids["negative_passage_ids"] = content_id(features["negative_passages"])
+  return dict(features, **ids)
 
 
 def trim_with_eos(dataset: tf.data.Dataset, output_features, sequence_length):

@@ -8,6 +8,21 @@ tricks: slow, and plainly the formulas. `xp` is numpy (float64 values) or jax.nu
 import numpy as np
 
 
+def _flat_ids(negative_ids, count):
+  return [None] * count if negative_ids is None else [int(i) for r in negative_ids for i in r]
+
+
+def _removed_negative(i, nid, qids, pids):
+  """Hard negative `nid` leaves row i: no negative in its slot, or a known positive of i."""
+  if nid is None:
+    return False
+  if nid < 0:
+    return True
+  return pids is not None and any(
+      pids[j] == nid and (j == i or (qids is not None and qids[j] == qids[i]))
+      for j in range(len(pids)))
+
+
 def _log_sum_exp(xp, terms):
   terms = xp.stack(terms)
   top = xp.max(terms)
@@ -15,14 +30,17 @@ def _log_sum_exp(xp, terms):
 
 
 def reference_loss(q, p, *, temperature, same_tower, bidirectional, pair_alpha,
-                   negatives=None, query_ids=None, passage_ids=None, xp=np):
-  """Returns (loss, parts) for q, p [B, d], negatives [B, k, d] or None, ids [B] or None."""
+                   negatives=None, query_ids=None, passage_ids=None, negative_ids=None,
+                   xp=np):
+  """Returns (loss, parts) for q, p [B, d], negatives [B, k, d] or None, ids [B] or None,
+  negative_ids [B, k] or None."""
   t = temperature
   batch = q.shape[0]
   s = lambda a, b: xp.sum(a * b) / t
   negs = [] if negatives is None else [n for row in negatives for n in row]
   qids = None if query_ids is None else [int(i) for i in query_ids]
   pids = None if passage_ids is None else [int(i) for i in passage_ids]
+  nids = _flat_ids(negative_ids, len(negs))
 
   def known_positive(i, j):  # Item j of the other tower is a positive of anchor i.
     return ((qids is not None and qids[j] == qids[i])
@@ -35,7 +53,7 @@ def reference_loss(q, p, *, temperature, same_tower, bidirectional, pair_alpha,
   for i in range(batch):
     pos = s(q[i], p[i])
     terms = [pos] + [s(q[i], p[j]) for j in range(batch) if j != i and not known_positive(i, j)]
-    terms += [s(q[i], n) for n in negs]
+    terms += [s(q[i], n) for n, nid in zip(negs, nids) if not _removed_negative(i, nid, qids, pids)]
     if same_tower in ("query", "both"):
       terms += [s(q[i], q[j]) for j in range(batch) if j != i and not copy_of(qids, i, j)]
     qp_rows.append(_log_sum_exp(xp, terms) - pos)
@@ -60,18 +78,23 @@ def reference_loss(q, p, *, temperature, same_tower, bidirectional, pair_alpha,
   return loss, parts
 
 
-def reference_metrics(q, p, *, negatives=None, query_ids=None, passage_ids=None):
+def reference_metrics(q, p, *, negatives=None, query_ids=None, passage_ids=None,
+                      negative_ids=None):
   """In-batch ranks and mean similarities, by loops over numpy float64 arrays."""
   q, p = np.asarray(q, np.float64), np.asarray(p, np.float64)
   batch = q.shape[0]
   negs = [] if negatives is None else [np.asarray(n, np.float64) for row in negatives for n in row]
+  nids = _flat_ids(negative_ids, len(negs))
+  qids = None if query_ids is None else [int(i) for i in query_ids]
+  pids = None if passage_ids is None else [int(i) for i in passage_ids]
   masked = lambda i, j: ((query_ids is not None and query_ids[j] == query_ids[i])
                          or (passage_ids is not None and passage_ids[j] == passage_ids[i]))
   ranks_qp, hits_pq = [], []
   for i in range(batch):
     pos = q[i] @ p[i]
     others = [q[i] @ p[j] for j in range(batch) if j != i and not masked(i, j)]
-    others += [q[i] @ n for n in negs]
+    others += [q[i] @ n for n, nid in zip(negs, nids)
+               if not _removed_negative(i, nid, qids, pids)]
     ranks_qp.append(1 + sum(o > pos for o in others))
     hits_pq.append(all(p[i] @ q[j] <= pos for j in range(batch) if j != i and not masked(i, j)))
   off_diagonal = lambda a, c: np.mean([a[i] @ c[j] for i in range(batch) for j in range(batch)

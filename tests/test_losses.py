@@ -26,27 +26,36 @@ def _normalize(x):
 
 
 def _batch(seed, batch, dim, k=0, id_range=None):
-  """Random unit embeddings; with id_range, ids in [0, id_range) and equal ids = equal rows."""
+  """Random unit embeddings; with id_range, ids in [0, id_range) and equal ids = equal rows.
+
+  Hard negatives' ids are in [-1, id_range): -1 marks an empty slot, and a negative with a
+  passage's id is a copy of that passage (a mined negative that is someone's positive).
+  """
   rng = np.random.default_rng(seed)
   q = _normalize(rng.normal(size=(batch, dim)))
   p = _normalize(rng.normal(size=(batch, dim)))
   n = _normalize(rng.normal(size=(batch, k, dim))) if k else None
-  qids = pids = None
+  qids = pids = nids = None
   if id_range:
     qids = rng.integers(0, id_range, batch).astype(np.int32)
     pids = rng.integers(0, id_range, batch).astype(np.int32)
     # Real duplicates: the first row with an id gives its embedding to every copy.
     q = q[[int(np.argmax(qids == i)) for i in qids]]
     p = p[[int(np.argmax(pids == i)) for i in pids]]
-  return q, p, n, qids, pids
+    if k:
+      nids = rng.integers(-1, id_range, (batch, k)).astype(np.int32)
+      copies = np.isin(nids, pids)
+      n[copies] = p[[int(np.argmax(pids == i)) for i in nids[copies]]]
+  return q, p, n, qids, pids, nids
 
 
-def _call(q, p, n, qids, pids, temperature, **options):
+def _call(q, p, n, qids, pids, temperature, nids=None, **options):
+  as_ints = lambda ids: None if ids is None else jnp.asarray(ids)
   return losses.contrastive_loss(
       jnp.asarray(q, jnp.float32), jnp.asarray(p, jnp.float32), temperature=temperature,
       negative_emb=None if n is None else jnp.asarray(n, jnp.float32),
-      query_ids=None if qids is None else jnp.asarray(qids),
-      passage_ids=None if pids is None else jnp.asarray(pids), **options)
+      query_ids=as_ints(qids), passage_ids=as_ints(pids), negative_ids=as_ints(nids),
+      **options)
 
 
 @hypothesis.settings(max_examples=60, deadline=None)
@@ -61,14 +70,14 @@ def _call(q, p, n, qids, pids, temperature, **options):
     options=st.sampled_from(OPTIONS),
 )
 def test_loss_matches_reference(seed, batch, dim, k, id_range, use_ids, temperature, options):
-  q, p, n, qids, pids = _batch(seed, batch, dim, k, id_range)
+  q, p, n, qids, pids, nids = _batch(seed, batch, dim, k, id_range)
   if use_ids == "query":
     pids = None
   elif use_ids == "passage":
     qids = None
-  loss, metrics = _call(q, p, n, qids, pids, temperature, **options)
+  loss, metrics = _call(q, p, n, qids, pids, temperature, nids, **options)
   want, parts = reference_loss(q, p, temperature=temperature, negatives=n, query_ids=qids,
-                               passage_ids=pids, **options)
+                               passage_ids=pids, negative_ids=nids, **options)
   # float32 logits of size up to 1/t = 100: allow a few float32 ulps of that.
   tol = dict(rtol=2e-5, atol=2e-5 / temperature)
   np.testing.assert_allclose(loss, want, **tol)
@@ -89,13 +98,15 @@ def test_loss_matches_reference(seed, batch, dim, k, id_range, use_ids, temperat
                   id_range=st.sampled_from([None, 3]))
 def test_metrics_match_reference(seed, batch, k, id_range):
   rng = np.random.default_rng(seed)
-  q, p, n, _, _ = _batch(seed, batch, 5, k)  # distinct rows: no exact ties to rank
-  qids = pids = None
+  q, p, n, _, _, _ = _batch(seed, batch, 5, k)  # distinct rows: no exact ties to rank
+  qids = pids = nids = None
   if id_range:
     qids, pids = rng.integers(0, id_range, (2, batch)).astype(np.int32)
-  _, metrics = _call(q, p, n, qids, pids, 0.05, same_tower="query", bidirectional=True,
+    nids = rng.integers(-1, id_range, (batch, k)).astype(np.int32) if k else None
+  _, metrics = _call(q, p, n, qids, pids, 0.05, nids, same_tower="query", bidirectional=True,
                      pair_alpha=0.0)
-  want = reference_metrics(q, p, negatives=n, query_ids=qids, passage_ids=pids)
+  want = reference_metrics(q, p, negatives=n, query_ids=qids, passage_ids=pids,
+                           negative_ids=nids)
   for name, value in want.items():
     np.testing.assert_allclose(metrics[name], value, rtol=1e-5, atol=1e-5, err_msg=name)
 
@@ -104,7 +115,7 @@ def test_metrics_match_reference(seed, batch, k, id_range):
 @pytest.mark.parametrize("with_extras", [False, True], ids=["plain", "negatives+ids"])
 def test_gradients_match_reference(options, with_extras):
   """jax.grad of the library loss == jax.grad of the term-by-term jnp transcription."""
-  q, p, n, qids, pids = _batch(7, 6, 4, k=2 if with_extras else 0,
+  q, p, n, qids, pids, nids = _batch(7, 6, 4, k=2 if with_extras else 0,
                                id_range=3 if with_extras else None)
   q, p = jnp.asarray(q, jnp.float32), jnp.asarray(p, jnp.float32)
   n = None if n is None else jnp.asarray(n, jnp.float32)
@@ -112,11 +123,11 @@ def test_gradients_match_reference(options, with_extras):
 
   def ours(q, p, n):
     return losses.contrastive_loss(q, p, temperature=t, negative_emb=n, query_ids=qids,
-                                   passage_ids=pids, **options)[0]
+                                   passage_ids=pids, negative_ids=nids, **options)[0]
 
   def reference(q, p, n):
     return reference_loss(q, p, temperature=t, negatives=n, query_ids=qids, passage_ids=pids,
-                          xp=jnp, **options)[0]
+                          negative_ids=nids, xp=jnp, **options)[0]
 
   argnums = (0, 1, 2) if with_extras else (0, 1)
   got = jax.grad(ours, argnums)(q, p, n)
@@ -128,7 +139,7 @@ def test_gradients_match_reference(options, with_extras):
 
 def test_gradient_matches_finite_differences():
   """Directional derivative of the loss against central differences, in float64 numpy."""
-  q, p, n, qids, pids = _batch(3, 5, 4, k=1, id_range=3)
+  q, p, n, qids, pids, nids = _batch(3, 5, 4, k=1, id_range=3)
   options = dict(temperature=0.5, same_tower="both", bidirectional=True, pair_alpha=0.1)
   grads = jax.grad(
       lambda q, p: _call(q, p, n, qids, pids, **options)[0], (0, 1))(
@@ -171,6 +182,28 @@ def test_duplicates_are_removed_exactly():
   assert float(loss) > 10.0
 
 
+def test_hard_negatives_that_are_positives_are_removed_exactly():
+  """A mined negative that is a copy of the anchor's positive, and an empty slot (id -1),
+  leave the anchor's row; the copy stays a negative of the other row. Numbers by hand."""
+  q = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+  p = jnp.array([[0.6, 0.8], [0.8, 0.6]])
+  n = jnp.array([[[0.6, 0.8], [0.0, 0.0]],  # a copy of p_0; an empty slot
+                 [[0.8, 0.6], [-1.0, 0.0]]])  # a copy of p_1; a true negative
+  options = dict(temperature=1.0, same_tower="none", bidirectional=False, negative_emb=n,
+                 negative_ids=jnp.array([[1, -1], [2, 9]]), query_ids=jnp.array([5, 7]))
+  e = np.exp
+  # Row 0 keeps p_0, p_1, the copy of p_1 and [-1, 0]; row 1 keeps p_1, p_0, the copy of p_0
+  # and [-1, 0] (at 0).
+  rows = [np.log(e(.6) + e(.8) + e(.8) + e(-1.0)) - .6, np.log(e(.6) + e(.8) + e(.8) + 1) - .6]
+  loss, _ = losses.contrastive_loss(q, p, passage_ids=jnp.array([1, 2]), **options)
+  np.testing.assert_allclose(loss, np.mean(rows), rtol=1e-6)
+  # Without passage ids only the empty slot leaves: each row gains its positive's copy.
+  loss, _ = losses.contrastive_loss(q, p, **options)
+  np.testing.assert_allclose(loss, np.mean([np.log(e(.6) + e(.8) + e(.8) + e(-1.0) + e(.6))
+                                            - .6, np.log(e(.6) + e(.8) + e(.8) + 1 + e(.6))
+                                            - .6]), rtol=1e-6)
+
+
 def test_masked_term_cannot_win_in_bfloat16():
   """A masked copy far above every kept logit changes nothing, also from bfloat16 inputs."""
   q = jnp.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], jnp.bfloat16)
@@ -187,7 +220,7 @@ def test_masked_term_cannot_win_in_bfloat16():
 def test_bfloat16_inputs_are_computed_in_float32():
   """Temperature 0.01 from bfloat16 embeddings: finite, equal to the float32 computation on
   the same (rounded) values, and within the bound that bf16 rounding of the inputs allows."""
-  q, p, n, qids, pids = _batch(11, 32, 64, k=2, id_range=8)
+  q, p, n, qids, pids, nids = _batch(11, 32, 64, k=2, id_range=8)
   options = dict(temperature=0.01, same_tower="both", bidirectional=True, pair_alpha=0.1,
                  negative_emb=jnp.asarray(n, jnp.bfloat16), query_ids=jnp.asarray(qids),
                  passage_ids=jnp.asarray(pids))
@@ -217,9 +250,10 @@ def test_bfloat16_inputs_are_computed_in_float32():
 
 
 def test_jit_and_eager_agree():
-  q, p, n, qids, pids = _batch(5, 8, 16, k=1, id_range=4)
+  q, p, n, qids, pids, nids = _batch(5, 8, 16, k=1, id_range=4)
   loss_fn = functools.partial(losses.contrastive_loss, same_tower="both", pair_alpha=0.1)
-  arrays = dict(query_emb=q, passage_emb=p, negative_emb=n, query_ids=qids, passage_ids=pids)
+  arrays = dict(query_emb=q, passage_emb=p, negative_emb=n, query_ids=qids, passage_ids=pids,
+                negative_ids=nids)  # (without them, copies of positives tie with them)
   arrays = {k: jnp.asarray(v) for k, v in arrays.items()}
   eager = loss_fn(**arrays)
   jitted = jax.jit(loss_fn)(**arrays)
@@ -241,6 +275,9 @@ def test_jit_and_eager_agree():
     (dict(negative_emb=jnp.zeros((4, 2))), "negative_emb"),
     (dict(query_ids=jnp.zeros((5,), jnp.int32)), "query_ids"),
     (dict(passage_ids=jnp.zeros((4,), jnp.float32)), "passage_ids"),
+    (dict(negative_ids=jnp.zeros((4, 1), jnp.int32)), "negative_ids"),
+    (dict(negative_emb=jnp.zeros((4, 2, 2)), negative_ids=jnp.zeros((4, 1), jnp.int32)),
+     "negative_ids"),
 ])
 def test_bad_arguments_name_themselves(kwargs, name):
   args = dict(query_emb=jnp.zeros((4, 2)), passage_emb=jnp.zeros((4, 2)))

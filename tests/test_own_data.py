@@ -1,18 +1,20 @@
 """Own data, no code: JSONL / TSV pairs named in gin, a BEIR-format folder named by path."""
 
 import json
+import logging
 import os
 import pathlib
 import subprocess
 import sys
 
 import gin
+import numpy as np
 import pytest
 import seqio
 
 import samtone_jax.tasks  # pylint: disable=unused-import
-from samtone_jax import data_files
-from samtone_jax.tasks import eval_sets, own_data, vocabularies
+from samtone_jax import data_files, inputs, partitioning
+from samtone_jax.tasks import eval_sets, own_data, preprocessors, vocabularies
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORDS = ["parse", "date", "read", "file", "sort", "list", "join", "path", "split", "text",
@@ -79,6 +81,71 @@ def test_the_examples_of_both_formats(folder, bound):
   vocabulary = vocabularies.quickstart_vocabulary()
   assert vocabulary.decode(got[0]["queries"].tolist()) == _pair(1)[0]
   assert got[0]["negative_passages"].shape[0] == 2
+  assert got[0]["negative_passage_ids"].tolist() == [
+      int(preprocessors.content_id(n)) for n in (_pair(2)[1], _pair(3)[1])]
+
+
+def _pools_file(path, sizes):
+  """Example i: query i, passage i, a pool of sizes[i] negatives (texts "neg i.j")."""
+  with open(path, "w") as f:
+    for i, size in enumerate(sizes):
+      f.write(json.dumps({"query": f"query {i}", "passage": f"passage {i}",
+                          "negatives": [f"neg {i}.{j}" for j in range(size)]}) + "\n")
+
+
+def _drawn(batches, count):
+  """{query id: [the k negative ids of each batch it came in]} over `count` batches."""
+  drawn = {}
+  for _ in range(count):
+    batch = next(batches)
+    for qid, nids in zip(np.asarray(batch["query_ids"]), np.asarray(batch["negative_passage_ids"])):
+      drawn.setdefault(int(qid), []).append(nids.tolist())
+  return drawn
+
+
+def test_k_negatives_are_drawn_anew_each_epoch_and_resume_exactly(tmp_path, bound):
+  sizes = [5] * 14 + [1, 0]
+  _pools_file(tmp_path / "train.jsonl", sizes)
+  bound(train=[str(tmp_path / "train.jsonl")], num_negatives=2, short_pools="pad")
+  make = lambda seed: inputs.GlobalBatches(
+      "own_pairs_with_negatives", "train", {"queries": 8, "passages": 8}, 8,
+      partitioning.create_mesh(), seed=seed, num_negatives=2)
+  drawn = _drawn(make(0), 8)  # 4 epochs of 2 batches (seqio's shuffle blends epochs)
+  pools = {int(preprocessors.content_id(f"query {i}")): [
+      int(preprocessors.content_id(f"neg {i}.{j}")) for j in range(size)]
+      for i, size in enumerate(sizes)}
+  assert drawn.keys() <= pools.keys() and sum(map(len, drawn.values())) == 64
+  for qid, draws in drawn.items():
+    pool = pools[qid]
+    if len(pool) >= 2:  # k distinct negatives of the pool, not all epochs alike
+      assert all(len(set(d)) == 2 and set(d) <= set(pool) for d in draws)
+    else:  # the whole pool, then empty slots (id -1)
+      assert all(d == pool + [-1] * (2 - len(pool)) for d in draws)
+  seen_again = [draws for qid, draws in drawn.items() if len(draws) > 2 and len(pools[qid]) > 2]
+  assert sum(len({tuple(d) for d in draws}) > 1 for draws in seen_again) >= len(seen_again) - 1
+  assert _drawn(make(0), 8) == drawn
+  assert _drawn(make(1), 8) != drawn
+
+  batches = make(0)
+  _drawn(batches, 3)
+  batches.save(tmp_path)
+  want = _drawn(batches, 3)
+  resumed = make(0)
+  resumed.restore(tmp_path)
+  assert _drawn(resumed, 3) == want
+
+
+def test_short_pools_are_dropped_by_default(tmp_path, bound, caplog):
+  _pools_file(tmp_path / "train.jsonl", [3, 1, 0, 2])
+  bound(train=[str(tmp_path / "train.jsonl")], num_negatives=2)
+  with caplog.at_level(logging.WARNING):
+    got = list(seqio.get_mixture_or_task("own_pairs_with_negatives").get_dataset(
+        {"queries": 8, "passages": 8}, "train", shuffle=False).as_numpy_iterator())
+  assert [int(g["query_ids"]) for g in got] == [
+      int(preprocessors.content_id(f"query {i}")) for i in (0, 3)]
+  assert "dropped 2 examples with fewer than NUM_NEGATIVES=2" in caplog.text
+  with pytest.raises(ValueError, match="SHORT_POOLS"):
+    own_data.pairs_files(short_pools="repeat")
 
 
 @pytest.mark.parametrize("text, message", [

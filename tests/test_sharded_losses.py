@@ -38,6 +38,8 @@ def _arrays(negatives=0, ids=False, seed=0, batch=BATCH, dim=8):
   if ids:
     arrays["query_ids"] = rng.integers(0, 6, batch).astype(np.int32)
     arrays["passage_ids"] = rng.integers(0, 6, batch).astype(np.int32)
+    if negatives:  # -1: an empty slot; else a passage id (a known positive of some rows)
+      arrays["negative_ids"] = rng.integers(-1, 6, (batch, negatives)).astype(np.int32)
   return {k: jnp.asarray(v) for k, v in arrays.items()}
 
 
