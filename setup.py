@@ -39,6 +39,7 @@ setuptools.setup(
         "tqdm",
         "matplotlib",  # the analysis figures
         "scikit-learn",  # t-SNE of the analysis figures
+        "bm25s>=0.2",  # BM25 for mining negatives and the evaluations' baseline row
     ],
     extras_require={
         # benchmarks/retrieval.py compares with faiss's exact search.

@@ -10,7 +10,8 @@ folder. Each evaluation set of EVAL_TASKS (tasks/eval_sets.py) is ranked in full
 EVAL_K) and scored; EVAL_OUTPUT_DIR (default CHECKPOINT_PATH/eval) gets metrics.json
 ({set: {metric: value}}) and one TREC run file a set (`<set>.trec`: `qid Q0 docid rank
 score samtone_jax`). A set named `beir:<folder>` (any BEIR-format folder) is reported as
-`beir_<folder name>`.
+`beir_<folder name>`. With EVAL_BASELINES = ['bm25'], each set also gets BM25's row,
+`<set>_bm25`, scored the same way (samtone_jax/bm25.py).
 """
 
 import json
@@ -21,7 +22,7 @@ from typing import Optional, Sequence
 import gin
 import jax
 
-from samtone_jax import dual_encoder, launch, partitioning, retrieval, run_dir
+from samtone_jax import bm25, dual_encoder, launch, partitioning, retrieval, run_dir
 from samtone_jax.tasks import eval_sets as eval_sets_lib
 
 _LOG = logging.getLogger("samtone_jax.evaluate")
@@ -40,7 +41,8 @@ def evaluate(*, model: dual_encoder.DualEncoder = gin.REQUIRED,
              checkpoint_path: str = gin.REQUIRED, eval_tasks: Sequence[str] = gin.REQUIRED,
              task_feature_lengths: dict = gin.REQUIRED, output_dir: Optional[str] = None,
              mixture_or_task_name: Optional[str] = None, vocabulary=None, k: int = 1000,
-             num_partitions: int = 1, batch_size: int = 256) -> dict[str, dict[str, float]]:
+             num_partitions: int = 1, batch_size: int = 256,
+             baselines: Sequence[str] = ()) -> dict[str, dict[str, float]]:
   """Scores `model` at `checkpoint_path` on each evaluation set; returns and writes them.
 
   Args:
@@ -54,7 +56,11 @@ def evaluate(*, model: dual_encoder.DualEncoder = gin.REQUIRED,
     k: documents ranked a query (the full pool when it is smaller).
     num_partitions: the mesh's "model" axis.
     batch_size: texts embedded at a time.
+    baselines: () or ["bm25"]: rows of a first-stage baseline beside the model's
+      (EVAL_BASELINES).
   """
+  if set(baselines) - {"bm25"}:
+    raise ValueError(f"EVAL_BASELINES may hold 'bm25', got {list(baselines)!r}.")
   if vocabulary is None:
     if mixture_or_task_name is None:
       raise ValueError("set VOCABULARY or MIXTURE_OR_TASK_NAME (whose vocabulary to use).")
@@ -71,10 +77,14 @@ def evaluate(*, model: dual_encoder.DualEncoder = gin.REQUIRED,
                                     vocabulary, task_feature_lengths, mesh, k=k,
                                     batch_size=batch_size)
     name = eval_sets_lib.short_name(name)
-    results[name] = found
-    if jax.process_index() == 0:
-      write_trec_run(output_dir / f"{name}.trec", run)
-    _LOG.info("%s: %s", name, json.dumps({m: round(v, 4) for m, v in found.items()}))
+    rows = {name: (found, run)}
+    if "bm25" in baselines:
+      rows[f"{name}_bm25"] = bm25.evaluate(eval_set, k)
+    for row, (found, run) in rows.items():
+      results[row] = found
+      if jax.process_index() == 0:
+        write_trec_run(output_dir / f"{row}.trec", run)
+      _LOG.info("%s: %s", row, json.dumps({m: round(v, 4) for m, v in found.items()}))
   if jax.process_index() == 0:
     (output_dir / "metrics.json").write_text(json.dumps(results, indent=2, sort_keys=True))
   return results

@@ -13,7 +13,7 @@ import pytest
 import seqio
 
 import samtone_jax.tasks  # pylint: disable=unused-import
-from samtone_jax import data_files, inputs, partitioning
+from samtone_jax import bm25, data_files, inputs, partitioning
 from samtone_jax.tasks import eval_sets, own_data, preprocessors, vocabularies
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -214,10 +214,38 @@ def test_train_and_evaluate_own_data_through_the_command_line(folder, subprocess
   assert 0 < metrics["retrieval/beir_eval/MRR"] <= 1
   done = subprocess.run(
       [sys.executable, "-m", "samtone_jax.evaluate", f"--gin_file={run / 'config.gin'}",
-       "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT_PATH='{run}'", *common],
+       "--gin_file=runs/eval.gin", f"--gin.CHECKPOINT_PATH='{run}'",
+       "--gin.EVAL_BASELINES=['bm25']", *common],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
   assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
   written = json.loads((run / "eval" / "metrics.json").read_text())
   assert written["beir_eval"]["MRR"] == pytest.approx(metrics["retrieval/beir_eval/MRR"],
                                                       abs=1e-6)
   assert (run / "eval" / "beir_eval.trec").is_file()
+  assert written["beir_eval_bm25"] == bm25.evaluate(eval_sets.get(eval_set))[0]
+
+  # Mine negatives with the trained model, then train on them: 2 a query, drawn from 5.
+  mined = folder / "mined.jsonl"
+  done = subprocess.run(
+      [sys.executable, "-m", "samtone_jax.mine", f"--gin_file={run / 'config.gin'}",
+       "--gin_file=runs/mine.gin", f"--gin.CHECKPOINT_PATH='{run}'",
+       f"--gin.MINE_INPUT_FILES=['{folder / 'train.jsonl'}']", f"--gin.MINE_OUTPUT_FILE='{mined}'",
+       "--gin.MINE_TOP_N=5", common[0]],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+  assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+  lines = [json.loads(line) for line in mined.read_text().splitlines()]
+  assert len(lines) == 64 and all(len(line["negatives"]) == 5 for line in lines)
+  answers = {}
+  for line in lines:
+    answers.setdefault(line["query"], set()).add(line["passage"])
+  assert all(not answers[line["query"]] & set(line["negatives"]) for line in lines)
+  done = subprocess.run(
+      [sys.executable, "-m", "samtone_jax.train", "--gin_file=experiments/own_data.gin",
+       "--gin_file=models/t5_1_1_quickstart.gin", f"--gin.MODEL_DIR='{folder / 'run2'}'",
+       f"--gin.TRAIN_FILES=['{mined}']", "--gin.MIXTURE_OR_TASK_NAME='own_pairs_with_negatives'",
+       "--gin.NUM_NEGATIVES=2", "--gin.MASK_DUPLICATES=True", "--gin.TRAIN_STEPS=2",
+       "--gin.BATCH_SIZE=8", "--gin.TASK_FEATURE_LENGTHS={'queries': 16, 'passages': 32}",
+       common[0]],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+  assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+  assert json.loads((folder / "run2" / "metrics.json").read_text())["step"] == 2

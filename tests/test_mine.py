@@ -1,0 +1,86 @@
+"""Mining negatives (BM25 and dense) and the BM25 baseline, against written-out references."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from samtone_jax import bm25, data_files, metrics, mine
+
+CORPUS = ["the cat sat on the mat", "dogs chase cats", "a cat and a dog play",
+          "stock markets fell sharply", "the dog sat", "cats purr softly on mats"]
+
+
+def _lucene_bm25(corpus, query, k1=0.9, b=0.4):
+  """BM25 as Lucene scores it, from the formula: words of 2+ letters, lower case; no stop
+  word of CORPUS's queries below is an English stop word except those removed by hand."""
+  stop = {"the", "on", "and", "a"}
+  docs = [[w for w in d.lower().split() if w not in stop and len(w) > 1] for d in corpus]
+  avgdl = sum(map(len, docs)) / len(docs)
+  scores = []
+  for doc in docs:
+    score = 0.0
+    for word in set(query.lower().split()) - stop:
+      df = sum(word in d for d in docs)
+      if not df:
+        continue
+      idf = math.log(1 + (len(docs) - df + 0.5) / (df + 0.5))
+      tf = doc.count(word)
+      score += idf * tf / (tf + k1 * (1 - b + b * len(doc) / avgdl))
+    scores.append(score)
+  return np.array(scores)
+
+
+@pytest.mark.parametrize("query", ["cat sat", "dog", "cats on mats"])
+def test_bm25_scores_are_lucenes(query):
+  indices, scores = bm25.search(CORPUS, [query], k=len(CORPUS))
+  want = _lucene_bm25(CORPUS, query)
+  np.testing.assert_allclose(scores[0], want[indices[0]], rtol=1e-5, atol=1e-6)
+  assert list(scores[0]) == sorted(scores[0], reverse=True)
+
+
+def test_bm25_evaluation_is_scored_by_compute_metrics():
+  eval_set = data_files.RetrievalSet(
+      queries={"q1": "cat sat", "q2": "markets"}, name="toy",
+      corpus={f"d{i}": text for i, text in enumerate(CORPUS)},
+      qrels={"q1": {"d4": 1}, "q2": {"d3": 1}})
+  found, run = bm25.evaluate(eval_set, k=3)
+  assert list(run["q2"])[0] == "d3" and len(run["q1"]) == 3
+  assert found == metrics.compute_metrics(eval_set.qrels, run)
+  # "cat sat": d0 holds both words, d4 only "sat": the positive is second.
+  assert found["MRR"] == pytest.approx((1 / 2 + 1) / 2)
+
+
+def test_negatives_skip_positives_the_top_window_and_the_margin():
+  ranked, scores = np.array([4, 2, 7, 1, -1, 3]), np.array([.9, .8, .7, .6, 0, .5])
+  assert mine.negatives(ranked, scores, {2}, top_n=3) == [4, 7, 1]
+  assert mine.negatives(ranked, scores, {2}, top_n=3, skip_top=1) == [7, 1, 3]
+  assert mine.negatives(ranked, scores, {2}, top_n=5, max_score=0.65) == [1, 3]
+
+
+def test_bm25_mining_writes_what_the_own_data_task_reads(tmp_path):
+  """Known positives (of every file, equal up to whitespace) never come back as negatives;
+  the BEIR corpus file adds documents; pairs keep their order."""
+  pairs = [("cat sat", "the dog sat"), ("cat  sat", "the cat sat on the mat"),
+           ("markets", "stock markets fell sharply")]
+  (tmp_path / "a.jsonl").write_text("".join(
+      json.dumps({"query": q, "passage": p}) + "\n" for q, p in pairs[:2]))
+  (tmp_path / "b.tsv").write_text("\t".join(pairs[2]) + "\n")
+  (tmp_path / "corpus.jsonl").write_text("".join(
+      json.dumps({"_id": str(i), "title": "", "text": t}) + "\n" for i, t in enumerate(CORPUS)))
+  out = tmp_path / "mined.jsonl"
+  counts = mine.mine(input_files=[str(tmp_path / "a.jsonl"), str(tmp_path / "b.tsv")],
+                     output_file=str(out), corpus_files=[str(tmp_path / "corpus.jsonl")],
+                     method="bm25", top_n=2)
+  assert counts == {"pairs": 3, "queries": 2, "corpus": 6, "short": 0}
+  got = [json.loads(line) for line in out.read_text().splitlines()]
+  assert [(g["query"], g["passage"]) for g in got] == pairs
+  # Of the documents that are no answer of "cat sat", only one shares a word with it.
+  assert got[0]["negatives"] == got[1]["negatives"]
+  assert got[0]["negatives"][0] == "a cat and a dog play" and len(got[0]["negatives"]) == 2
+  assert not {CORPUS[0], CORPUS[4]} & set(got[0]["negatives"])
+  assert len(got[2]["negatives"]) == 2 and CORPUS[3] not in got[2]["negatives"]
+  with pytest.raises(ValueError, match="MINE_MARGIN needs a dense model"):
+    mine.mine(input_files=[str(tmp_path / "a.jsonl")], output_file=str(out), method="bm25",
+              margin=0.1)
