@@ -26,25 +26,17 @@ epoch.
 import json
 import logging
 import pathlib
-import re
 import time
-import unicodedata
 from typing import Optional, Sequence
 
 import gin
 import jax
 import numpy as np
 
-from samtone_jax import bm25, dual_encoder, launch, partitioning, retrieval, run_dir
+from samtone_jax import bm25, data_files, dual_encoder, launch, partitioning, retrieval, run_dir
 from samtone_jax.tasks import beir, own_data
 
 _LOG = logging.getLogger("samtone_jax.mine")
-
-
-def normal_text(text: str) -> str:
-  """The text as content ids see it (tasks/preprocessors.content_id): NFKC, runs of
-  whitespace as one space, stripped. Equal normal texts are one document."""
-  return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip()
 
 
 def negatives(ranked: np.ndarray, scores: np.ndarray, positives: set, *, top_n: int,
@@ -70,14 +62,15 @@ def negatives(ranked: np.ndarray, scores: np.ndarray, positives: set, *, top_n: 
 
 
 class _Corpus:
-  """Documents counted once per normal text, in order of first appearance."""
+  """Documents counted once per normalised text (as content ids count them), in order of
+  first appearance."""
 
   def __init__(self):
     self.texts: list[str] = []
     self._index: dict[str, int] = {}
 
   def add(self, text: str) -> int:
-    key = normal_text(text)
+    key = data_files.normalize_text(text)
     if key not in self._index:
       self._index[key] = len(self.texts)
       self.texts.append(text)

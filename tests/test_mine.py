@@ -84,3 +84,13 @@ def test_bm25_mining_writes_what_the_own_data_task_reads(tmp_path):
   with pytest.raises(ValueError, match="MINE_MARGIN needs a dense model"):
     mine.mine(input_files=[str(tmp_path / "a.jsonl")], output_file=str(out), method="bm25",
               margin=0.1)
+
+
+def test_bm25_on_the_real_multireqa_squad(shared_data):
+  """The README's BM25 row: MultiReQA SQuAD dev from the official files."""
+  from samtone_jax.tasks import multireqa  # pylint: disable=g-import-not-at-top
+  eval_set = multireqa.build(*multireqa.paths(shared_data, "SQuAD", "dev"), name="squad")[1]
+  found, _ = bm25.evaluate(eval_set)
+  assert (len(eval_set.qrels), len(eval_set.corpus)) == (10449, 10642)
+  assert found["P@1"] == pytest.approx(0.635, abs=5e-4)
+  assert found["MRR"] == pytest.approx(0.710, abs=5e-4)
