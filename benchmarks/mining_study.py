@@ -85,12 +85,14 @@ def main() -> None:
   one_thread = args.workers > 1
   results = {}
   with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:
-    def rows(negatives: int, source: pathlib.Path, seeds) -> dict:
-      futures = {seed: pool.submit(train, out, f"negatives{negatives}_seed{seed}", source,
-                                   negatives, seed, one_thread) for seed in seeds}
-      return {seed: f.result() for seed, f in futures.items()}
+    def submit(negatives: int, source: pathlib.Path) -> dict:
+      return {seed: pool.submit(train, out, f"negatives{negatives}_seed{seed}", source,
+                                negatives, seed, one_thread) for seed in range(args.seeds)}
 
-    results[0] = rows(0, train_file, range(args.seeds))
+    def gather(futures: dict) -> dict:
+      return {seed: future.result() for seed, future in futures.items()}
+
+    results[0] = gather(submit(0, train_file))
     mined = out / "mined.jsonl"
     if not mined.exists():
       first = out / "negatives0_seed0"
@@ -98,11 +100,8 @@ def main() -> None:
             "--gin_file=runs/mine.gin", f"--gin.CHECKPOINT_PATH='{first}'",
             f"--gin.MINE_INPUT_FILES=['{train_file}']", f"--gin.MINE_OUTPUT_FILE='{mined}'"],
            out / "mine.log", one_thread=False)
-    futures = {k: {seed: pool.submit(train, out, f"negatives{k}_seed{seed}", mined, k, seed,
-                                     one_thread) for seed in range(args.seeds)}
-               for k in (1, 3)}
-    results.update({k: {seed: f.result() for seed, f in found.items()}
-                    for k, found in futures.items()})
+    retrained = {k: submit(k, mined) for k in (1, 3)}  # both at once, across the workers
+    results.update({k: gather(futures) for k, futures in retrained.items()})
 
   lines = [f"`{EVAL_SET}`, mean ± standard deviation over {args.seeds} seeds.", "",
            "| negatives a query | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]

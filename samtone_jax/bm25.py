@@ -15,7 +15,7 @@ import bm25s
 import gin
 import numpy as np
 
-from samtone_jax import data_files, metrics
+from samtone_jax import data_files, retrieval
 
 
 @gin.configurable(module="bm25")
@@ -50,7 +50,4 @@ def evaluate(eval_set: data_files.RetrievalSet, k: int = 1000
   query_ids, doc_ids = list(eval_set.qrels), list(eval_set.corpus)
   indices, scores = search([eval_set.corpus[d] for d in doc_ids],
                            [eval_set.queries[q] for q in query_ids], min(k, len(doc_ids)))
-  run = {qid: {doc_ids[j]: float(s) for j, s in zip(indices[row], scores[row])
-               if doc_ids[j] != qid}
-         for row, qid in enumerate(query_ids)}
-  return metrics.compute_metrics(eval_set.qrels, run), run
+  return retrieval.scored_run(eval_set, query_ids, doc_ids, scores, indices)

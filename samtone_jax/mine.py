@@ -61,9 +61,9 @@ def negatives(ranked: np.ndarray, scores: np.ndarray, positives: set, *, top_n: 
   return kept[:top_n]
 
 
-class _Corpus:
-  """Documents counted once per normalised text (as content ids count them), in order of
-  first appearance."""
+class _UniqueTexts:
+  """Texts counted once per normalised text (as content ids count them), in order of first
+  appearance."""
 
   def __init__(self):
     self.texts: list[str] = []
@@ -110,8 +110,8 @@ def mine(*, input_files: Sequence[str] = gin.REQUIRED, output_file: str = gin.RE
     raise ValueError(f"MINE_INPUT_FILES must be a non-empty list of paths, got"
                      f" {input_files!r}.")
   start = time.time()
-  corpus = _Corpus()
-  pairs, queries, positives = [], _Corpus(), {}
+  corpus, queries = _UniqueTexts(), _UniqueTexts()
+  pairs, positives = [], {}
   for path in input_files:
     for example in own_data.read_examples(path):
       q, p = queries.add(example["query"]), corpus.add(example["passage"])

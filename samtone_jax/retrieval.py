@@ -210,7 +210,15 @@ def evaluate(encode_queries: Callable[[Any, Array], Array],
       [eval_set.corpus[d] for d in doc_ids], vocabulary, lengths["passages"]), mesh,
                   batch_size)
   scores, indices = sharded_top_k(mesh, queries, corpus, k=min(k, len(doc_ids)))
-  scores, indices = np.asarray(scores), np.asarray(indices)
+  return scored_run(eval_set, query_ids, doc_ids, np.asarray(scores), np.asarray(indices))
+
+
+def scored_run(eval_set: data_files.RetrievalSet, query_ids: Sequence[str],
+               doc_ids: Sequence[str], scores: np.ndarray, indices: np.ndarray
+               ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+  """(metrics, run) of a ranking: row r of scores / indices [Q, k] ranks `doc_ids` for
+  `query_ids[r]`. Indices < 0 (none) and a document whose id is the query's are dropped,
+  as BEIR does."""
   run = {qid: {doc_ids[j]: float(s) for s, j in zip(scores[row], indices[row])
                if j >= 0 and doc_ids[j] != qid}
          for row, qid in enumerate(query_ids)}

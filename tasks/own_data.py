@@ -126,10 +126,10 @@ def _examples(split: str, num_negatives: int) -> dict[str, list]:
       columns["passage"].append(example["passage"])
       columns["negatives"].append(example["negatives"])
   if short:
+    done = "dropped" if files["short_pools"] == "drop" else "padded the empty slots of"
     logging.warning("own_pairs %s: %s %d examples with fewer than NUM_NEGATIVES=%d"
-                    " negatives (SHORT_POOLS=%r).", split,
-                    "dropped" if files["short_pools"] == "drop" else "padded the empty slots"
-                    " of", short, num_negatives, files["short_pools"])
+                    " negatives (SHORT_POOLS=%r).", split, done, short, num_negatives,
+                    files["short_pools"])
   logging.info("own_pairs %s: %d examples from %s.", split, len(columns["query"]),
                files[split])
   if not num_negatives:
