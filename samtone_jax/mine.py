@@ -13,14 +13,16 @@ r"""Hard negatives for your own pairs: `python -m samtone_jax.mine --gin_file=..
 
 The pairs files are those of the own-data task (tasks/own_data.py: JSONL or TSV). The corpus
 is every passage of them (positives and any negatives already there) and of the BEIR
-`corpus.jsonl` files of MINE_CORPUS_FILES, counted once per text. Each query retrieves its
-top documents; its known positives (every passage it is paired with, in any file) are
-dropped, then the first MINE_SKIP_TOP of what is left (near-duplicates of the answer,
-likely unlabelled positives), and, with a dense model and MINE_MARGIN = m, every document
-scoring above s(query, positive) - m. The first MINE_TOP_N that remain are the example's
-negatives, best first. The output has one line per input pair, {"query", "passage",
-"negatives"}, for the task own_pairs_with_negatives, which draws NUM_NEGATIVES of them each
-epoch.
+`corpus.jsonl` files of MINE_CORPUS_FILES, counted once per text, or once per id where the
+files give "passage_id" and "negative_ids" (a BEIR document is then its "_id"; likewise a
+query once per "query_id"). Each query retrieves its top documents; its known positives
+(every passage it is paired with, in any file) are dropped, then the first MINE_SKIP_TOP of
+what is left (near-duplicates of the answer, likely unlabelled positives), and, with a dense
+model and MINE_MARGIN = m, every document scoring above s(query, positive) - m. The first
+MINE_TOP_N that remain are the example's negatives, best first. The output has one line per
+input pair, {"query", "passage", "negatives"} (and the input's ids, with "negative_ids"
+beside passage ids), for the task own_pairs_with_negatives, which draws NUM_NEGATIVES of
+them each epoch.
 """
 
 import json
@@ -61,19 +63,21 @@ def negatives(ranked: np.ndarray, scores: np.ndarray, positives: set, *, top_n: 
   return kept[:top_n]
 
 
-class _UniqueTexts:
-  """Texts counted once per normalised text (as content ids count them), in order of first
-  appearance."""
+class _Items:
+  """Items counted once, in order of first appearance: by their id where the files give ids,
+  else by their normalised text (as content ids count them)."""
 
   def __init__(self):
     self.texts: list[str] = []
-    self._index: dict[str, int] = {}
+    self.ids: list[Optional[str]] = []
+    self._index: dict[tuple[str, str], int] = {}
 
-  def add(self, text: str) -> int:
-    key = data_files.normalize_text(text)
+  def add(self, text: str, item_id: Optional[str] = None) -> int:
+    key = ("text", data_files.normalize_text(text)) if item_id is None else ("id", item_id)
     if key not in self._index:
       self._index[key] = len(self.texts)
       self.texts.append(text)
+      self.ids.append(item_id)
     return self._index[key]
 
 
@@ -110,21 +114,35 @@ def mine(*, input_files: Sequence[str] = gin.REQUIRED, output_file: str = gin.RE
     raise ValueError(f"MINE_INPUT_FILES must be a non-empty list of paths, got"
                      f" {input_files!r}.")
   start = time.time()
-  corpus, queries = _UniqueTexts(), _UniqueTexts()
-  pairs, positives = [], {}
+  corpus, queries = _Items(), _Items()
+  pairs, positives, first_ids = [], {}, None
   for path in input_files:
     for example in own_data.read_examples(path):
-      q, p = queries.add(example["query"]), corpus.add(example["passage"])
+      ids = {name: example[name] for name in ("query_id", "passage_id") if name in example}
+      first_ids = ids.keys() if first_ids is None else first_ids
+      if ids.keys() != first_ids:
+        raise data_files.DataError(path, None, f"id fields {sorted(ids)} where"
+                                               f" {input_files[0]} has {sorted(first_ids)}:"
+                                               " give ids in every file or none.")
+      q = queries.add(example["query"], ids.get("query_id"))
+      p = corpus.add(example["passage"], ids.get("passage_id"))
       positives.setdefault(q, set()).add(p)
-      for text in example["negatives"]:
-        corpus.add(text)
-      pairs.append((example["query"], example["passage"], q, p))
+      for i, text in enumerate(example["negatives"]):
+        corpus.add(text, example["negative_ids"][i] if "passage_id" in ids else None)
+      pairs.append((example["query"], example["passage"], ids, q, p))
+  by_id = "passage_id" in (first_ids or ())  # a BEIR document is its _id then
   for path in corpus_files:
-    for text in beir.read_corpus(path).values():
-      corpus.add(text)
+    for doc_id, text in beir.read_corpus(path).items():
+      corpus.add(text, doc_id if by_id else None)
   _LOG.info("Mining %d pairs (%d queries) against %d documents with %s.", len(pairs),
             len(queries.texts), len(corpus.texts), method)
 
+  if by_id:  # a document with a positive's text is no negative either, whatever its id
+    same_text = {}
+    for d, text in enumerate(corpus.texts):
+      same_text.setdefault(data_files.normalize_text(text), set()).add(d)
+    positives = {q: set().union(*(same_text[data_files.normalize_text(corpus.texts[d])]
+                                  for d in known)) for q, known in positives.items()}
   depth = min(len(corpus.texts), top_n + skip_top + max(map(len, positives.values())))
   if method == "bm25":
     ranked, scores = bm25.search(corpus.texts, queries.texts, depth)
@@ -145,7 +163,7 @@ def mine(*, input_files: Sequence[str] = gin.REQUIRED, output_file: str = gin.RE
     scores, ranked = map(np.asarray, retrieval.sharded_top_k(mesh, query_emb, corpus_emb,
                                                              depth))
     positive_scores = {(q, p): float(query_emb[q] @ corpus_emb[p])
-                       for _, _, q, p in pairs}
+                       for _, _, _, q, p in pairs}
 
   short = 0
   out = pathlib.Path(output_file)
@@ -153,14 +171,16 @@ def mine(*, input_files: Sequence[str] = gin.REQUIRED, output_file: str = gin.RE
   partial = out.with_name(out.name + ".partial")
   if jax.process_index() == 0:
     with open(partial, "w", encoding="utf-8") as f:
-      for query, passage, q, p in pairs:
+      for query, passage, ids, q, p in pairs:
         max_score = None if margin is None else positive_scores[q, p] - margin
         found = negatives(ranked[q], scores[q], positives[q], top_n=top_n, skip_top=skip_top,
                           max_score=max_score)
         short += len(found) < top_n
-        f.write(json.dumps({"query": query, "passage": passage,
-                            "negatives": [corpus.texts[d] for d in found]},
-                           ensure_ascii=False) + "\n")
+        record = {"query": query, "passage": passage, **ids,
+                  "negatives": [corpus.texts[d] for d in found]}
+        if by_id:
+          record["negative_ids"] = [corpus.ids[d] for d in found]
+        f.write(json.dumps(record, ensure_ascii=False) + "\n")
     partial.replace(out)  # a crash leaves no half-written negatives file
   counts = {"pairs": len(pairs), "queries": len(queries.texts),
             "corpus": len(corpus.texts), "short": short}

@@ -3,7 +3,11 @@ r"""Your own training pairs and evaluation sets, named by path in gin: no code t
 Training pairs, one example a line, in files of either form (`.gz` and zip members too):
 
 - JSON lines: {"query": "...", "passage": "..."} (or "positive" for "passage"), and
-  optionally "negatives": ["...", ...], a list of any length;
+  optionally "negatives": ["...", ...], a list of any length, and ids (strings or ints):
+  "query_id", "passage_id" with "negative_ids" (one a negative). Where given, ids name the
+  items for masking in place of their texts: two lines with one query_id are one query, and
+  a negative with the passage_id of one of its positives leaves the loss. Every line of a
+  split's files gives the same id fields, or none;
 - TSV: `query<TAB>passage`, optionally followed by negatives, one a column (every line of
   a file with as many columns as its first).
 
@@ -42,6 +46,8 @@ from samtone_jax import data_files
 from samtone_jax.tasks import pairs, preprocessors, vocabularies
 
 SPLITS = ("train", "validation")
+ID_FIELDS = ("query_id", "passage_id", "negative_ids")
+POOLS = ("negatives", "negative_ids")  # a list a line
 
 
 @gin.configurable(module="own_data")
@@ -73,7 +79,34 @@ def _jsonl_example(record: Any, path: Any, line: int) -> dict[str, Any]:
     if not all(isinstance(n, str) for n in negatives):
       raise data_files.DataError(path, line, "field 'negatives' must be a list of strings.")
     example["negatives"] = negatives
+  for name in ID_FIELDS:
+    if name in record:
+      example[name] = _id(record[name], name, path, line)
+  if "negative_ids" in example and len(example["negative_ids"]) != len(example["negatives"]):
+    raise data_files.DataError(path, line, f"field 'negative_ids' has"
+                                           f" {len(example['negative_ids'])} ids for"
+                                           f" {len(example['negatives'])} negatives.")
+  if ("passage_id" in example) != ("negative_ids" in example) and example["negatives"]:
+    raise data_files.DataError(path, line, "'passage_id' and 'negative_ids' go together:"
+                                           " a negative is known to be a positive by its id.")
   return example
+
+
+def _is_id(value: Any) -> bool:
+  return isinstance(value, (str, int)) and not isinstance(value, bool)
+
+
+def _id(value: Any, name: str, path: Any, line: int) -> Any:
+  """An id field's value as text: a string or an int; for negative_ids a list of them."""
+  if name == "negative_ids":
+    if not isinstance(value, list) or not all(map(_is_id, value)):
+      raise data_files.DataError(path, line, f"field 'negative_ids' must be a list of"
+                                             f" strings or ints, got {value!r}.")
+    return [str(v) for v in value]
+  if not _is_id(value):
+    raise data_files.DataError(path, line, f"field {name!r} must be a string or an int, got"
+                                           f" {value!r}.")
+  return str(value)
 
 
 def _tsv_examples(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -91,11 +124,12 @@ def _tsv_examples(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def read_examples(path: str) -> Iterator[dict[str, Any]]:
-  """The examples of one file: {"query", "passage", "negatives": [str]}.
+  """The examples of one file: {"query", "passage", "negatives": [str]} and, where the
+  lines give them, "query_id", "passage_id", "negative_ids": [str] (ids as text).
 
   Raises:
     data_files.DataError: `file:line` and what is wrong (not JSON, a missing or mistyped
-      field, a TSV line with another number of columns).
+      field, a TSV line with another number of columns, ids on some lines only).
   """
   name = pathlib.PurePath(path).name.removesuffix(".gz")
   if name.endswith((".jsonl", ".json")):
@@ -104,27 +138,50 @@ def read_examples(path: str) -> Iterator[dict[str, Any]]:
     lines = _tsv_examples(path)
   else:
     raise data_files.DataError(path, None, "expected a .jsonl or .tsv file (or .gz of one).")
-  for _, example in lines:
+  first = None
+  for line, example in lines:
+    ids = [name for name in ID_FIELDS[:2] if name in example]
+    first = ids if first is None else first
+    if ids != first:
+      raise data_files.DataError(path, line, f"id fields {ids} where the first line has"
+                                             f" {first}: give ids on every line or none.")
     yield example
 
 
+def _column_names(ids: list[str], num_negatives: int) -> list[str]:
+  """The features of a split's examples, given the id fields of its files."""
+  names = ["query", "passage", *ids]
+  if num_negatives:
+    names += ["negatives"] + ["negative_ids"] * ("passage_id" in ids)
+  return names
+
+
 def _examples(split: str, num_negatives: int) -> dict[str, list]:
-  """The texts of a split, as lists: {"query", "passage"} (and "negatives": [N][pool])."""
+  """The texts of a split, as lists: {"query", "passage"} (and "negatives": [N][pool]),
+  and the id fields that its files give."""
   files = pairs_files()
   if split == "train" and not files["train"]:
     raise ValueError("own_pairs: no training files; set TRAIN_FILES (experiments/"
                      "own_data.gin) or own_data.pairs_files.train.")
-  columns = {"query": [], "passage": [], "negatives": []}
+  columns, first_ids, first = None, None, None
   short = 0
   for path in files[split]:
     for example in data_files.drop_empty(read_examples(path), path):
+      ids = [name for name in ID_FIELDS[:2] if name in example]
+      if columns is None:
+        first_ids, first = ids, path
+        columns = {name: [] for name in _column_names(ids, num_negatives)}
+      if ids != first_ids:
+        raise data_files.DataError(path, None, f"id fields {ids} where {first} has"
+                                               f" {first_ids}: give ids in every file of a"
+                                               " split or none.")
       if len(example["negatives"]) < num_negatives:
         short += 1
         if files["short_pools"] == "drop":
           continue
-      columns["query"].append(example["query"])
-      columns["passage"].append(example["passage"])
-      columns["negatives"].append(example["negatives"])
+      for name, values in columns.items():
+        values.append(example.get(name, []))  # negative_ids: none without negatives
+  columns = columns or {name: [] for name in _column_names([], num_negatives)}
   if short:
     done = "dropped" if files["short_pools"] == "drop" else "padded the empty slots of"
     logging.warning("own_pairs %s: %s %d examples with fewer than NUM_NEGATIVES=%d"
@@ -132,8 +189,6 @@ def _examples(split: str, num_negatives: int) -> dict[str, list]:
                     files["short_pools"])
   logging.info("own_pairs %s: %d examples from %s.", split, len(columns["query"]),
                files[split])
-  if not num_negatives:
-    del columns["negatives"]
   return columns
 
 
@@ -148,13 +203,16 @@ def _dataset_fn(negatives: bool):
                        " own_pairs_with_negatives; set MIXTURE_OR_TASK_NAME to it.")
     columns = _examples(split, num_negatives)
     if not columns["query"]:
-      spec = {k: tf.TensorSpec([None] * (k == "negatives"), tf.string) for k in columns}
+      spec = {k: tf.TensorSpec([None] * (k in POOLS), tf.string) for k in columns}
       return tf.data.Dataset.from_generator(lambda: iter(()), output_signature=spec)
-    tensors = {k: tf.constant(columns[k], tf.string) for k in ("query", "passage")}
-    if "negatives" in columns:  # pools of any size: ragged [N, None]
-      tensors["negatives"] = tf.RaggedTensor.from_row_lengths(
-          tf.constant([n for pool in columns["negatives"] for n in pool], tf.string),
-          [len(pool) for pool in columns["negatives"]])
+    tensors = {}
+    for name, values in columns.items():
+      if name in POOLS:  # pools of any size: ragged [N, None]
+        tensors[name] = tf.RaggedTensor.from_row_lengths(
+            tf.constant([n for pool in values for n in pool], tf.string),
+            [len(pool) for pool in values])
+      else:
+        tensors[name] = tf.constant(values, tf.string)
     return tf.data.Dataset.from_tensor_slices(tensors)
   return dataset
 

@@ -19,14 +19,24 @@ PAIR_TO_TASK_FEATURES = {"queries": "query", "passages": "passage",
                          "negative_passages": "negatives"}
 
 
+# A content id feature <- (the text it fingerprints, the id that a source may give in its
+# place: own data's "query_id", "passage_id", "negative_ids", as text).
+CONTENT_IDS = {"query_ids": ("queries", "query_id"), "passage_ids": ("passages", "passage_id"),
+               "negative_passage_ids": ("negative_passages", "negative_ids")}
+ID_PREFIX = "\x1fid\x1f"  # an id's fingerprint is never a text's
+
+
 def rekey_pairs(dataset: tf.data.Dataset, negatives: bool) -> tf.data.Dataset:
-  """Renames a TFDS pair's features to the task's (and drops the rest).
+  """Renames a TFDS pair's features to the task's (and drops the rest but the ids).
 
   {"query": "q", "passage": "p", ...} -> {"queries": "q", "passages": "p"}
+  {"query": "q", "passage": "p", "query_id": "7"} -> {..., "query_id": "7"}
   """
   key_map = dict(PAIR_TO_TASK_FEATURES)
   if not negatives:
     del key_map["negative_passages"]
+  key_map.update({name: name for _, name in CONTENT_IDS.values()
+                  if name in dataset.element_spec and (negatives or name != "negative_ids")})
   return seqio.preprocessors.rekey(dataset, key_map)
 
 
@@ -45,15 +55,21 @@ def content_id(text: tf.Tensor) -> tf.Tensor:
 @seqio.map_over_dataset
 def add_content_ids(features):
   """Adds "query_ids" and "passage_ids", the content ids of the texts (for masking), and
-  "negative_passage_ids" for hard negatives.
+  "negative_passage_ids" for hard negatives. Where the source gives an item's id
+  ("query_id", "passage_id", "negative_ids": text), the content id is the id's, in place
+  of the text's: equal ids are one item, whatever their texts.
 
   {"queries": "a  b", "passages": "c"} -> {..., "query_ids": 516208603, "passage_ids": ...}
+  {"queries": "a", "query_id": "7", ...} -> {"queries": "a", "query_ids": <"7"'s>, ...}
   """
-  ids = dict(query_ids=content_id(features["queries"]),
-             passage_ids=content_id(features["passages"]))
-  if "negative_passages" in features:
-    ids["negative_passage_ids"] = content_id(features["negative_passages"])
-  return dict(features, **ids)
+  out = dict(features)
+  for content, (text, given) in CONTENT_IDS.items():
+    if given in out:
+      out[content] = content_id(tf.ragged.map_flat_values(
+          lambda ids: tf.strings.join([ID_PREFIX, ids]), out.pop(given)))
+    elif text in out:
+      out[content] = content_id(out[text])
+  return out
 
 
 def trim_with_eos(dataset: tf.data.Dataset, output_features, sequence_length):

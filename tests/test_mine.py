@@ -86,6 +86,33 @@ def test_bm25_mining_writes_what_the_own_data_task_reads(tmp_path):
               margin=0.1)
 
 
+def test_mining_with_ids_keeps_them_and_drops_positives_by_id_and_text(tmp_path):
+  """One query_id is one query, its passages all positives; a BEIR document is its _id, and
+  one with a positive's text is no negative under another id either."""
+  lines = [{"query": "cat sat", "query_id": "q1", "passage": "the dog sat", "passage_id": "d4"},
+           {"query": "a cat sat", "query_id": "q1", "passage": "the cat sat on the mat",
+            "passage_id": "d0"},
+           {"query": "dogs", "query_id": "q2", "passage": "dogs chase cats", "passage_id": "d1"}]
+  (tmp_path / "a.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+  corpus = dict(enumerate(CORPUS)) | {7: "the  dog sat"}
+  (tmp_path / "corpus.jsonl").write_text("".join(
+      json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n" for i, t in corpus.items()))
+  out = tmp_path / "mined.jsonl"
+  counts = mine.mine(input_files=[str(tmp_path / "a.jsonl")], output_file=str(out),
+                     corpus_files=[str(tmp_path / "corpus.jsonl")], method="bm25", top_n=10)
+  assert counts == {"pairs": 3, "queries": 2, "corpus": 7, "short": 3}
+  got = [json.loads(line) for line in out.read_text().splitlines()]
+  assert [{k: g[k] for k in lines[0]} for g in got] == lines
+  assert got[0]["negatives"] == got[1]["negatives"]  # the query of "q1" is "cat sat"
+  assert [corpus[int(i[1:])] for i in got[0]["negative_ids"]] == got[0]["negatives"]
+  assert sorted(got[0]["negative_ids"]) == ["d1", "d2", "d3", "d5"]  # not d0, d4, d7
+  assert "d1" not in got[2]["negative_ids"] and len(got[2]["negative_ids"]) == 6
+  (tmp_path / "b.jsonl").write_text('{"query": "q", "passage": "p"}\n')
+  with pytest.raises(data_files.DataError, match=r"b.jsonl: id fields \[\] where .*a.jsonl"):
+    mine.mine(input_files=[str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")],
+              output_file=str(out), method="bm25")
+
+
 def test_bm25_on_the_real_multireqa_squad(shared_data):
   """The README's BM25 row: MultiReQA SQuAD dev from the official files."""
   from samtone_jax.tasks import multireqa  # pylint: disable=g-import-not-at-top

@@ -85,6 +85,36 @@ def test_the_examples_of_both_formats(folder, bound):
       int(preprocessors.content_id(n)) for n in (_pair(2)[1], _pair(3)[1])]
 
 
+def test_ids_name_the_items_in_place_of_their_texts(tmp_path, bound):
+  """Two lines of one query_id are one query; a negative with its positive's passage_id is
+  that passage (masked in the loss); an id is never taken for a text."""
+  lines = [{"query": "how to sort", "query_id": 7, "passage": "sorted(x)", "passage_id": "p1",
+            "negatives": ["x.sort()", "heapq"], "negative_ids": ["p1", "p2"]},
+           {"query": "sorting a list", "query_id": 7, "passage": "list.sort",
+            "passage_id": "p3", "negatives": ["heapq", "x"], "negative_ids": ["p2", 5]},
+           {"query": "7", "query_id": "8", "passage": "p4", "passage_id": 5,
+            "negatives": ["sorted(x)", "y"], "negative_ids": ["p5", "p6"]}]
+  (tmp_path / "ids.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+  (tmp_path / "plain.jsonl").write_text('{"query": "q", "passage": "p", "negatives": ["n"]}\n')
+  bound(train=[str(tmp_path / "ids.jsonl")], num_negatives=2)
+  got = list(seqio.get_mixture_or_task("own_pairs_with_negatives").get_dataset(
+      {"queries": 8, "passages": 8}, "train", shuffle=False).as_numpy_iterator())
+  qids = [int(g["query_ids"]) for g in got]
+  pids = [int(g["passage_ids"]) for g in got]
+  nids = [g["negative_passage_ids"].tolist() for g in got]
+  assert qids[0] == qids[1] != qids[2] and len(set(pids)) == 3
+  assert nids[0][0] == pids[0] and nids[0][1] == nids[1][0] and nids[1][1] == pids[2]
+  texts = {int(preprocessors.content_id(t)) for t in ("7", "8", "p1", "p4", "sorted(x)", "5")}
+  assert not texts & {*qids, *pids, *nids[2]}
+  assert got[0]["negative_passages"].shape[0] == 2  # the texts are still those encoded
+
+  bound(train=[str(tmp_path / "ids.jsonl"), str(tmp_path / "plain.jsonl")], num_negatives=1)
+  with pytest.raises(data_files.DataError, match=r"plain.jsonl: id fields \[\] where .*ids.jsonl"
+                                                 r" has \['query_id', 'passage_id'\]"):
+    list(seqio.get_mixture_or_task("own_pairs_with_negatives").get_dataset(
+        {"queries": 8, "passages": 8}, "train", shuffle=False).as_numpy_iterator())
+
+
 def _pools_file(path, sizes):
   """Example i: query i, passage i, a pool of sizes[i] negatives (texts "neg i.j")."""
   with open(path, "w") as f:
@@ -156,6 +186,14 @@ def test_short_pools_are_dropped_by_default(tmp_path, bound, caplog):
      r"train.jsonl:1: field 'negatives' must be list"),
     ('{"query": "a", "passage": "b", "negatives": [1]}',
      r"train.jsonl:1: field 'negatives' must be a list of strings"),
+    ('{"query": "a", "passage": "b", "query_id": 1.5}',
+     r"train.jsonl:1: field 'query_id' must be a string or an int, got 1.5"),
+    ('{"query": "a", "passage": "b", "passage_id": "p", "negatives": ["c"]}',
+     r"train.jsonl:1: 'passage_id' and 'negative_ids' go together"),
+    ('{"query": "a", "passage": "b", "passage_id": "p", "negatives": ["c"],'
+     ' "negative_ids": ["x", "y"]}', r"train.jsonl:1: field 'negative_ids' has 2 ids for 1"),
+    ('{"query": "a", "passage": "b", "query_id": 1}\n{"query": "c", "passage": "d"}',
+     r"train.jsonl:2: id fields \[\] where the first line has \['query_id'\]"),
 ])
 def test_bad_lines_name_the_file_and_line(tmp_path, text, message):
   path = tmp_path / "train.jsonl"
