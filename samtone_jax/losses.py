@@ -228,6 +228,8 @@ def _loss_and_metrics(q_rows, p_rows, n_rows, qid_rows, pid_rows, nid_rows, bloc
     above += jnp.sum(logits_qn > pos[:, None], axis=-1)
   out = dict(loss_qp=loss_qp, accuracy_qp=above == 0, mrr_qp=1.0 / (1.0 + above),
              pos_sim=pos * t)
+  if nid_rows is not None:  # the share of slots without a negative (a short pool)
+    out["empty_negatives"] = jnp.mean(nid_rows < 0, axis=-1)
 
   if pair_alpha > 0 or document_side:
     logits_pp = _similarity(p_rows, p_all) / t  # [b, B]
@@ -312,7 +314,8 @@ def contrastive_loss(
     `loss_qp`, `loss_pq` (if bidirectional), `loss_pair` (if pair_alpha > 0), `accuracy_qp`
     and `mrr_qp` (in-batch rank of the positive among passages and hard negatives, ties in
     its favour), `accuracy_pq` (if bidirectional), `pos_sim` (mean s(q_i, p_i)), and the mean
-    off-diagonal similarities `neg_sim` (q_i, p_j), `qq_sim` and `pp_sim`.
+    off-diagonal similarities `neg_sim` (q_i, p_j), `qq_sim` and `pp_sim`; with
+    `negative_ids`, `empty_negatives`, the share of the B * k slots without a negative.
 
   Raises:
     ValueError: for a bad option or array, naming it.

@@ -525,9 +525,12 @@ class _Progress:
     rate = (step - self._start_step) * self._batch_size / (time.perf_counter()
                                                            - self._start_time)
     eta = (self._train_steps - step) * self._batch_size / max(rate, 1e-9)
-    _LOG.info("step %d/%d  loss %.4f  acc %.3f  mrr %.3f  lr %.2e  %.0f examples/s  ETA %.0f s%s",
+    _LOG.info("step %d/%d  loss %.4f  acc %.3f  mrr %.3f  lr %.2e  %.0f examples/s  ETA %.0f s"
+              "%s%s",
               step, self._train_steps, values["loss"], values["accuracy_qp"], values["mrr_qp"],
               values["learning_rate"], rate, eta,
+              f"  empty negatives {values['empty_negatives']:.1%}"
+              if values.get("empty_negatives") else "",
               f"  skipped {self.skipped}" if self.skipped else "")
     summaries = dict(values, examples_per_second=rate)
     if self._count_skipped:

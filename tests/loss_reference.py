@@ -99,7 +99,9 @@ def reference_metrics(q, p, *, negatives=None, query_ids=None, passage_ids=None,
     hits_pq.append(all(p[i] @ q[j] <= pos for j in range(batch) if j != i and not masked(i, j)))
   off_diagonal = lambda a, c: np.mean([a[i] @ c[j] for i in range(batch) for j in range(batch)
                                        if j != i]) if batch > 1 else 0.0
-  return {
+  empty = {} if negative_ids is None else {
+      "empty_negatives": np.mean([i is not None and i < 0 for i in nids])}
+  return empty | {
       "accuracy_qp": np.mean([r == 1 for r in ranks_qp]),
       "mrr_qp": np.mean([1 / r for r in ranks_qp]),
       "accuracy_pq": np.mean(hits_pq),
