@@ -11,7 +11,7 @@ import functools
 import json
 import math
 import pathlib
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -87,38 +87,80 @@ def top_k(queries: Array, corpus: Array, k: int, block_size: int = 4096
                      jnp.int32(0), k, block_size)
 
 
-def sharded_top_k(mesh: Mesh, queries: Array, corpus: Array, k: int, block_size: int = 4096,
-                  data_axes: Sequence[str] = ("data",)) -> tuple[Array, Array]:
-  """`top_k` with the corpus split over the mesh's data axes (queries replicated).
+def sharded_top_k(mesh: Mesh, queries: Array, corpus: Any, k: int, block_size: int = 4096,
+                  data_axes: Sequence[str] = ("data",), chunk_rows: Optional[int] = None
+                  ) -> tuple[Array, Array]:
+  """`top_k` with the corpus split over the mesh's data axes (queries replicated), streamed
+  through the devices `chunk_rows` documents at a time.
 
-  Each device finds the top-k of its shard in blocks; the [devices, Q, k] lists are
-  gathered and merged. Same results as `top_k`, ties included.
+  Each chunk is split over the devices; each device finds the top-k of its part in blocks;
+  the [devices, Q, k] lists are gathered and merged with the running top-k of the earlier
+  chunks. Same results as `top_k`, ties included. Device memory is O(chunk + block x Q +
+  k x Q) and host memory O(chunk), whatever N.
+
+  Args:
+    mesh, queries, k, block_size: as `top_k`, over the mesh.
+    corpus: [N, d]: an array, or anything read as one by `len(corpus)` and
+      `corpus[start:stop]` (e.g. `embedding_shards.EmbeddingShards` on disk).
+    data_axes: the mesh axes the corpus is split over.
+    chunk_rows: documents a chunk (None: all of them at once).
   """
   data_axes = tuple(data_axes)
-  shards = math.prod(mesh.shape[a] for a in data_axes)
-  n = corpus.shape[0]
+  devices = math.prod(mesh.shape[a] for a in data_axes)
+  n = len(corpus)
   if not 0 < k <= n:
     raise ValueError(f"k={k} must be in [1, {n}] (the corpus size).")
-  shard_rows = math.ceil(n / shards)
-  block_size = min(block_size, shard_rows)
-  corpus, valid = _pad(corpus.astype(jnp.float32),
-                       shards * math.ceil(shard_rows / block_size) * block_size)
-  rows = corpus.shape[0] // shards
-  local_k = min(k, rows)
+  chunk = n if chunk_rows is None else min(chunk_rows, n)
+  block_size = min(block_size, math.ceil(chunk / devices))
+  rows = math.ceil(chunk / devices / block_size) * block_size  # a device's part of a chunk
+  step = _chunk_step(mesh, data_axes, k, min(k, rows), block_size, rows)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  split = NamedSharding(mesh, PartitionSpec(data_axes))
+  num_queries = len(queries)
+  queries = _put(np.asarray(queries, np.float32), replicated)
+  top = (_put(np.full((num_queries, k), -np.inf, np.float32), replicated),
+         _put(np.full((num_queries, k), -1, np.int32), replicated))
+  for start in range(0, n, chunk):
+    block = np.asarray(corpus[start:start + chunk], np.float32)
+    valid = np.arange(devices * rows) < len(block)
+    block = np.pad(block, ((0, devices * rows - len(block)), (0, 0)))
+    top = step(queries, _put(block, split), _put(valid, split), np.int32(start), *top)
+  scores, indices = top
+  return scores, jnp.where(jnp.isfinite(scores), indices, -1)
 
-  def per_device(queries, corpus, valid):
-    offset = lax.axis_index(data_axes) * rows
-    scores, indices = _scan_top_k(queries, corpus, valid, offset.astype(jnp.int32), local_k,
-                                  block_size)
+
+def _put(value: np.ndarray, sharding: NamedSharding) -> Array:
+  """A host array as a global array of `sharding` (each process holds all of `value`)."""
+  return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
+
+
+@functools.lru_cache(maxsize=16)
+def _chunk_step(mesh: Mesh, data_axes: tuple[str, ...], k: int, local_k: int,
+                block_size: int, rows: int) -> Callable:
+  """The jitted merge of one chunk into the running top-k: (queries [Q, d], chunk
+  [devices * rows, d], valid [devices * rows], start, scores [Q, k], indices [Q, k]) ->
+  (scores, indices)."""
+
+  def per_device(queries, corpus, valid, start):
+    offset = start + lax.axis_index(data_axes).astype(jnp.int32) * rows
+    scores, indices = _scan_top_k(queries, corpus, valid, offset, local_k, block_size)
     gather = functools.partial(lax.all_gather, axis_name=data_axes, axis=1, tiled=True)
-    scores, picked = lax.top_k(gather(scores), k)  # shard by shard: lower indices first
-    return scores, jnp.take_along_axis(gather(indices), picked, axis=1)
+    return gather(scores), gather(indices)  # device by device: lower indices first
 
-  batch = PartitionSpec(data_axes)
-  return jax.jit(jax.shard_map(per_device, mesh=mesh,
-                               in_specs=(PartitionSpec(), batch, batch),
-                               out_specs=(PartitionSpec(), PartitionSpec()),
-                               check_vma=False))(queries.astype(jnp.float32), corpus, valid)
+  split = PartitionSpec(data_axes)
+  chunk_top_k = jax.shard_map(per_device, mesh=mesh,
+                              in_specs=(PartitionSpec(), split, split, PartitionSpec()),
+                              out_specs=(PartitionSpec(), PartitionSpec()), check_vma=False)
+
+  @jax.jit
+  def step(queries, corpus, valid, start, top_scores, top_indices):
+    scores, indices = chunk_top_k(queries, corpus, valid, start)
+    # The earlier chunks first, so that equal scores keep the lower index.
+    scores, picked = lax.top_k(jnp.concatenate([top_scores, scores], axis=1), k)
+    return scores, jnp.take_along_axis(jnp.concatenate([top_indices, indices], axis=1),
+                                       picked, axis=1)
+
+  return step
 
 
 def tokenize(texts: Sequence[str], vocabulary, length: int) -> np.ndarray:

@@ -31,11 +31,14 @@ def test_top_k_equals_brute_force_with_ties(k, block_size):
   np.testing.assert_allclose(scores, want_scores)
 
 
-@pytest.mark.parametrize("n, k, block_size", [(103, 10, 4), (9, 9, 2), (1000, 50, 64)])
-def test_sharded_equals_unsharded(n, k, block_size):
+@pytest.mark.parametrize("n, k, block_size, chunk_rows", [
+    (103, 10, 4, None), (9, 9, 2, None), (1000, 50, 64, None), (103, 10, 4, 1),
+    (103, 20, 4, 37), (1000, 50, 16, 300)])
+def test_sharded_and_streamed_equal_unsharded(n, k, block_size, chunk_rows):
   queries, corpus = _case(1, n=n)
   mesh = partitioning.create_mesh()  # 8 devices on "data"
-  got = retrieval.sharded_top_k(mesh, queries, corpus, k=k, block_size=block_size)
+  got = retrieval.sharded_top_k(mesh, queries, corpus, k=k, block_size=block_size,
+                                chunk_rows=chunk_rows)
   want = retrieval.top_k(queries, corpus, k=k, block_size=block_size)
   np.testing.assert_array_equal(got[1], want[1])
   np.testing.assert_array_equal(got[0], want[0])
