@@ -8,9 +8,7 @@ are gathered and merged. Ties are broken by document index (the lower first), ev
 """
 
 import functools
-import json
 import math
-import pathlib
 from typing import Any, Callable, Optional, Sequence
 
 import jax
@@ -202,30 +200,6 @@ def encode(embed: Callable[[Any, Array], Array], params: Any, token_ids: np.ndar
     embedded = multihost_utils.process_allgather(jitted(params, batch), tiled=True)
     out.append(np.asarray(embedded, np.float32)[:len(rows)])
   return np.concatenate(out)
-
-
-def save_embeddings(directory, ids: Sequence[str], embeddings: np.ndarray,
-                    shard_size: int = 1_000_000) -> None:
-  """Writes `ids.json` and `embeddings-00000.npy`, ... ([<= shard_size, E] float32 each)."""
-  directory = pathlib.Path(directory)
-  directory.mkdir(parents=True, exist_ok=True)
-  if len(ids) != len(embeddings):
-    raise ValueError(f"{len(ids)} ids for {len(embeddings)} embeddings.")
-  (directory / "ids.json").write_text(json.dumps(list(ids)))
-  for number, start in enumerate(range(0, len(ids), shard_size)):
-    np.save(directory / f"embeddings-{number:05d}.npy",
-            np.asarray(embeddings[start:start + shard_size], np.float32))
-
-
-def load_embeddings(directory) -> tuple[list[str], np.ndarray]:
-  """The ids and [N, E] embeddings written by `save_embeddings`."""
-  directory = pathlib.Path(directory)
-  ids = json.loads((directory / "ids.json").read_text())
-  embeddings = np.concatenate([np.load(path) for path in
-                               sorted(directory.glob("embeddings-*.npy"))])
-  if len(ids) != len(embeddings):
-    raise ValueError(f"{directory}: {len(ids)} ids for {len(embeddings)} embeddings.")
-  return ids, embeddings
 
 
 def evaluate(encode_queries: Callable[[Any, Array], Array],

@@ -78,13 +78,3 @@ def test_evaluate_on_a_toy_set():
                                     {"queries": 16, "passages": 32}, mesh, k=5, batch_size=3)
   assert metrics["P@1"] == 1.0 and metrics["MRR"] == 1.0
   assert "q0" not in run["q0"] and len(run["q1"]) == 5  # the self-hit of q0 is dropped
-
-
-def test_embeddings_round_trip_through_shards(tmp_path):
-  ids = [f"doc{i}" for i in range(10)]
-  embeddings = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
-  retrieval.save_embeddings(tmp_path, ids, embeddings, shard_size=3)
-  assert len(list(tmp_path.glob("embeddings-*.npy"))) == 4
-  got_ids, got = retrieval.load_embeddings(tmp_path)
-  assert got_ids == ids
-  np.testing.assert_array_equal(got, embeddings)

@@ -1,0 +1,232 @@
+"""A corpus's embeddings on disk, in shards: written a batch at a time, read a slice at a time.
+
+A directory holds
+
+  meta.json              {"rows": N, "dim": E, "dtype": "float32" | "bfloat16",
+                          "shard_size": S, "source": what embedded it}
+  shard-00000.ids.json   the ids of rows [0, S), in order
+  shard-00000.npy        their embeddings, [S, E] (bfloat16 stored as its uint16 bits)
+  shard-00001...         rows [S, 2S), ...; the last shard may be shorter
+
+Shard j holds rows [jS, (j+1)S) of the corpus and is written by process j % P of P. Each
+process tokenises and embeds only the rows of its shards, `batch_size / P` at a time, the
+next batch tokenised in a thread while the devices embed this one, and writes each shard
+once it is whole (ids, then embeddings, each to a temporary name and renamed): no host holds
+more than one batch of token ids and one shard of embeddings. A shard whose embeddings file
+exists is done; a killed encode, run again, embeds only the others.
+
+`EmbeddingShards(directory)` reads a finished directory: `len()`, `shards[a:b]` ([b - a, E]
+float32, memory-mapped), and `ids()`, which `retrieval.sharded_top_k` streams through the
+devices.
+"""
+
+import concurrent.futures
+import json
+import logging
+import math
+import os
+import pathlib
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from samtone_jax import data_files
+
+_LOG = logging.getLogger("samtone_jax.embedding_shards")
+DTYPES = {"float32": np.float32, "bfloat16": jnp.bfloat16}
+META = "meta.json"
+
+
+def _shard_path(directory: pathlib.Path, shard: int, suffix: str) -> pathlib.Path:
+  return directory / f"shard-{shard:05d}.{suffix}"
+
+
+def _write_atomically(path: pathlib.Path, write: Callable[[Any], None]) -> None:
+  partial = path.with_name(path.name + ".partial")
+  with open(partial, "wb") as f:
+    write(f)
+  os.replace(partial, path)
+
+
+def _check_meta(directory: pathlib.Path, want: dict) -> None:
+  """Writes meta.json, or checks that the one there describes the same encoding."""
+  path = directory / META
+  if path.exists():
+    have = json.loads(path.read_text())
+    differs = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
+    if differs:
+      raise data_files.DataError(path, None, "these embeddings are of another corpus or"
+                                             " model: " + ", ".join(
+                                                 f"{k} {a!r} there, {b!r} now"
+                                                 for k, (a, b) in differs.items())
+                                             + "; use another directory.")
+  elif jax.process_index() == 0:
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_atomically(path, lambda f: f.write(json.dumps(want, indent=2).encode()))
+
+
+def _local_rows(array: jax.Array) -> np.ndarray:
+  """This process's rows of an array split over its first axis, in order."""
+  parts = {s.index[0].start or 0: s.data for s in array.addressable_shards}
+  return np.concatenate([np.asarray(parts[start]) for start in sorted(parts)])
+
+
+def encode(directory: str | pathlib.Path, embed: Callable[[Any, jax.Array], jax.Array],
+           params: Any, corpus: Mapping[str, str], tokenize: Callable[[Sequence[str]],
+                                                                        np.ndarray],
+           mesh: Mesh, *, batch_size: int = 256, shard_size: int = 100_000,
+           dtype: str = "float32", source: str = "",
+           data_axes: Sequence[str] = ("data",)) -> "EmbeddingShards":
+  """Embeds `corpus` into `directory` (see the module docstring); resumes a killed run.
+
+  Args:
+    directory: the shards' directory (created).
+    embed: jit-able `(params, [b, L] int32) -> [b, E]`, e.g. `run_dir.encoders(model)[1]`.
+    params: its parameters.
+    corpus: {id: text}, in the order of the rows.
+    tokenize: texts -> [len(texts), L] int32 token ids (`retrieval.tokenize`).
+    mesh: the device mesh; every process calls `encode` with the same arguments.
+    batch_size: rows a global batch (rounded up to a multiple of the data devices).
+    shard_size: rows a shard.
+    dtype: "float32" or "bfloat16", as stored.
+    source: what embeds (e.g. the checkpoint), kept in meta.json and checked on resume.
+
+  Returns:
+    The finished directory's `EmbeddingShards`.
+
+  Raises:
+    DataError: `directory` holds the embeddings of another corpus, model or dtype.
+  """
+  if dtype not in DTYPES:
+    raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
+  directory = pathlib.Path(directory)
+  data_axes = tuple(data_axes)
+  devices = math.prod(mesh.shape[a] for a in data_axes)
+  processes = jax.process_count()
+  batch_size = math.ceil(batch_size / devices) * devices
+  local_batch = batch_size // processes
+  ids = list(corpus)
+  width = tokenize([""]).shape[1]
+  dim = jax.eval_shape(embed, params, jax.ShapeDtypeStruct((batch_size, width),
+                                                           np.int32)).shape[-1]
+  _check_meta(directory, {"rows": len(ids), "dim": int(dim), "dtype": dtype,
+                          "shard_size": shard_size, "source": source})
+  multihost_utils.sync_global_devices("embedding_shards.encode: meta.json")
+
+  size = lambda shard: min(shard_size, len(ids) - shard * shard_size)
+  todo = [j for j in range(jax.process_index(), math.ceil(len(ids) / shard_size), processes)
+          if not _shard_path(directory, j, "npy").exists()]
+  rows = np.concatenate([np.arange(j * shard_size, j * shard_size + size(j)) for j in todo]
+                        or [np.zeros(0, int)])  # this process's rows, in order
+  steps = int(multihost_utils.process_allgather(
+      np.int32(math.ceil(len(rows) / local_batch))).max())  # the same in every process
+  _LOG.info("Encoding %d of %d rows (%d shards of %d) into %s.", len(rows), len(ids),
+            len(todo), shard_size, directory)
+
+  def batch(step: int) -> np.ndarray:
+    texts = [corpus[ids[r]] for r in rows[step * local_batch:(step + 1) * local_batch]]
+    tokens = tokenize(texts) if texts else np.zeros((0, width), np.int32)
+    return np.pad(tokens, ((0, local_batch - len(tokens)), (0, 0)))
+
+  sharding = NamedSharding(mesh, PartitionSpec(data_axes))
+  jitted = jax.jit(embed, out_shardings=sharding)
+  buffer = np.zeros((0, dim), DTYPES[dtype])  # embedded rows of shards not yet written
+  start = time.time()
+  with concurrent.futures.ThreadPoolExecutor(1) as tokenizer:
+    next_batch = tokenizer.submit(batch, 0)
+    for step in tqdm.tqdm(range(steps), desc="encoding", unit="batch",
+                          disable=jax.process_index() > 0 or steps < 2):
+      tokens = next_batch.result()
+      if step + 1 < steps:  # tokenised while the devices embed this batch
+        next_batch = tokenizer.submit(batch, step + 1)
+      embedded = _local_rows(jitted(params, jax.make_array_from_process_local_data(
+          sharding, tokens)))
+      real = min(local_batch, len(rows) - step * local_batch)
+      buffer = np.concatenate([buffer, embedded[:max(real, 0)].astype(DTYPES[dtype])])
+      while todo and len(buffer) >= size(todo[0]):
+        shard = todo.pop(0)
+        _write_shard(directory, shard, ids[shard * shard_size:shard * shard_size + size(shard)],
+                     buffer[:size(shard)])
+        buffer = buffer[size(shard):]
+  if len(rows):
+    seconds = time.time() - start
+    _LOG.info("Encoded %d rows in %.0f s (%.0f passages/s).", len(rows), seconds,
+              len(rows) / seconds)
+  multihost_utils.sync_global_devices("embedding_shards.encode: done")
+  return EmbeddingShards(directory)
+
+
+def _write_shard(directory: pathlib.Path, shard: int, ids: Sequence[str],
+                 embeddings: np.ndarray) -> None:
+  _write_atomically(_shard_path(directory, shard, "ids.json"),
+                    lambda f: f.write(json.dumps(list(ids)).encode()))
+  stored = embeddings.view(np.uint16) if embeddings.dtype == jnp.bfloat16 else embeddings
+  _write_atomically(_shard_path(directory, shard, "npy"), lambda f: np.save(f, stored))
+
+
+class EmbeddingShards:
+  """A finished shard directory, read as an [N, E] float32 array: `len()`, `[a:b]`, `ids()`.
+
+  Raises (on opening):
+    DataError: naming the file: no meta.json, a missing or cut shard, a shard of another
+      width or row count, ids that do not match their embeddings.
+  """
+
+  def __init__(self, directory: str | pathlib.Path):
+    self.directory = pathlib.Path(directory)
+    meta_path = self.directory / META
+    if not meta_path.exists():
+      raise data_files.DataError(meta_path, None, "no embeddings here (written by"
+                                                  " `python -m samtone_jax.encode`).")
+    self.meta = json.loads(meta_path.read_text())
+    self.rows, self.dim = self.meta["rows"], self.meta["dim"]
+    self.shard_size = self.meta["shard_size"]
+    self._shards = []
+    for shard in range(math.ceil(self.rows / self.shard_size)):
+      path = _shard_path(self.directory, shard, "npy")
+      want = (min(self.shard_size, self.rows - shard * self.shard_size), self.dim)
+      if not path.exists():
+        raise data_files.DataError(path, None, "missing: the encode did not finish; run it"
+                                               " again to embed the missing shards.")
+      try:
+        array = np.load(path, mmap_mode="r")
+      except ValueError as error:
+        raise data_files.DataError(path, None, f"not a whole .npy file ({error}).") from error
+      if array.shape != want:
+        raise data_files.DataError(path, None, f"holds {list(array.shape)} embeddings where"
+                                               f" {META} says {list(want)}.")
+      self._shards.append(array)
+
+  def __len__(self) -> int:
+    return self.rows
+
+  def __getitem__(self, rows: slice) -> np.ndarray:
+    """Rows [start, stop) as float32 [stop - start, E]."""
+    start, stop, _ = rows.indices(self.rows)
+    parts = []
+    for shard in range(start // self.shard_size, math.ceil(stop / self.shard_size)):
+      offset = shard * self.shard_size
+      part = self._shards[shard][max(start - offset, 0):stop - offset]
+      if self.meta["dtype"] == "bfloat16":
+        part = part.view(jnp.bfloat16)
+      parts.append(np.asarray(part, np.float32))
+    return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+
+  def ids(self) -> list[str]:
+    """Every row's id, in order."""
+    out = []
+    for shard in range(len(self._shards)):
+      path = _shard_path(self.directory, shard, "ids.json")
+      shard_ids = json.loads(path.read_text()) if path.exists() else None
+      if shard_ids is None or len(shard_ids) != len(self._shards[shard]):
+        count = "no" if shard_ids is None else len(shard_ids)
+        raise data_files.DataError(path, None, f"{count} ids for {len(self._shards[shard])}"
+                                               " rows.")
+      out.extend(shard_ids)
+    return out

@@ -1,0 +1,130 @@
+"""Embeddings written to shards a batch at a time equal those embedded in memory; a killed
+encode resumes from its finished shards; streamed search over the shards equals top_k."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import seqio
+
+from samtone_jax import data_files, embedding_shards, partitioning, retrieval
+from tests import hf_fixtures
+
+VOCAB = seqio.ByteVocabulary()
+WORDS = ["apple", "banana", "cherry", "date", "elder", "fig", "grape", "hazel", "iris", "jam"]
+CORPUS = {f"d{i}": f"{WORDS[i % 10]} {WORDS[(3 * i) % 10]} {i}" for i in range(23)}
+
+
+def _embed(params, ids):
+  """Counts of byte values times a [260, 6] matrix: a stand-in for the encoder."""
+  return jax.nn.one_hot(ids, 260).sum(axis=1) @ params["w"]
+
+
+PARAMS = {"w": jnp.asarray(np.random.default_rng(0).normal(size=(260, 6)), jnp.float32)}
+
+
+def _tokenize(texts, counter=None):
+  if counter is not None:
+    counter.extend(texts)
+  return retrieval.tokenize(texts, VOCAB, 16)
+
+
+def _in_memory():
+  return np.asarray(_embed(PARAMS, _tokenize(list(CORPUS.values()))))
+
+
+def _encode(directory, counter=None, **options):
+  options = dict(dict(batch_size=8, shard_size=5, source="toy"), **options)
+  return embedding_shards.encode(directory, _embed, PARAMS, CORPUS,
+                                 lambda texts: _tokenize(texts, counter),
+                                 partitioning.create_mesh(), **options)
+
+
+def test_shards_equal_the_embeddings_in_memory_and_search_equals_top_k(tmp_path):
+  shards = _encode(tmp_path)
+  assert sorted(p.name for p in tmp_path.glob("*.npy")) == [
+      f"shard-0000{j}.npy" for j in range(5)]  # 23 rows: 5 + 5 + 5 + 5 + 3
+  assert len(shards) == 23 and shards.ids() == list(CORPUS)
+  want = _in_memory()
+  np.testing.assert_allclose(shards[0:23], want, rtol=1e-6)
+  np.testing.assert_allclose(shards[4:12], want[4:12], rtol=1e-6)  # across shards
+  queries = want[[3, 7, 20]] + 0.01
+  mesh = partitioning.create_mesh()
+  got = retrieval.sharded_top_k(mesh, queries, shards, k=6, block_size=2, chunk_rows=7)
+  expected = retrieval.top_k(queries, shards[0:23], k=6)
+  np.testing.assert_array_equal(got[1], expected[1])
+  np.testing.assert_allclose(got[0], expected[0], rtol=1e-6)
+
+
+def test_a_killed_encode_embeds_only_the_missing_shards(tmp_path):
+  _encode(tmp_path)
+  whole = embedding_shards.EmbeddingShards(tmp_path)[0:23]
+  (tmp_path / "shard-00002.npy").unlink()  # as if killed while writing it
+  (tmp_path / "shard-00002.npy.partial").write_bytes(b"\x93NUMPY half")
+  with pytest.raises(data_files.DataError, match=r"shard-00002.npy: missing"):
+    embedding_shards.EmbeddingShards(tmp_path)
+  embedded = []
+  shards = _encode(tmp_path, counter=embedded)
+  assert [text for text in embedded if text] == list(CORPUS.values())[10:15]
+  np.testing.assert_array_equal(shards[0:23], whole)
+
+
+def test_bfloat16_shards_hold_the_rounded_embeddings(tmp_path):
+  shards = _encode(tmp_path, dtype="bfloat16")
+  assert json.loads((tmp_path / "meta.json").read_text())["dtype"] == "bfloat16"
+  want = _in_memory().astype(jnp.bfloat16).astype(np.float32)
+  np.testing.assert_allclose(shards[0:23], want, rtol=1e-6)
+
+
+def test_another_model_a_cut_shard_and_lost_ids_name_the_file(tmp_path):
+  _encode(tmp_path)
+  with pytest.raises(data_files.DataError, match=r"meta.json: .*another corpus or model:"
+                                                 r" source 'toy' there, 'other' now"):
+    _encode(tmp_path, source="other")
+  with pytest.raises(data_files.DataError, match=r"dtype 'float32' there, 'bfloat16' now"):
+    _encode(tmp_path, dtype="bfloat16")
+  path = tmp_path / "shard-00001.npy"
+  path.write_bytes(path.read_bytes()[:-8])
+  with pytest.raises(data_files.DataError, match=r"shard-00001.npy: not a whole .npy file"):
+    embedding_shards.EmbeddingShards(tmp_path)
+  _encode((tmp_path / "fresh"))
+  ids = (tmp_path / "fresh") / "shard-00003.ids.json"
+  ids.write_text(json.dumps(["d15"]))
+  with pytest.raises(data_files.DataError, match=r"shard-00003.ids.json: 1 ids for 5 rows"):
+    embedding_shards.EmbeddingShards(ids.parent).ids()
+
+
+class _WordVocabulary:
+  """The word-level vocabulary of hf_fixtures' GTR folder, as retrieval.tokenize uses one."""
+  eos_id = 1
+
+  def encode(self, text):
+    return [hf_fixtures.WORDS.index(w) if w in hf_fixtures.WORDS else 2 for w in text.split()]
+
+
+def test_the_encode_command_equals_sentence_transformers(tmp_path):
+  """`encode` of a GTR folder's model over a BEIR corpus.jsonl: the shards hold what
+  sentence-transformers' own `encode` gives; run again, it embeds nothing."""
+  import sentence_transformers  # pylint: disable=g-import-not-at-top
+  from samtone_jax import dual_encoder, encode, pretrained  # pylint: disable=g-import-not-at-top
+  hf_fixtures.save_gtr(tmp_path / "gtr")
+  texts = {f"doc{i}": " ".join(f"w{(i * j) % 61}" for j in range(1, 2 + i % 5))
+           for i in range(9)}
+  (tmp_path / "corpus.jsonl").write_text("".join(
+      json.dumps({"_id": i, "title": "", "text": t}) + "\n" for i, t in texts.items()))
+  config, _, kernel = pretrained.load_initial_checkpoint(tmp_path / "gtr")
+  run = lambda: encode.encode(
+      model=dual_encoder.DualEncoder(config, "sde", kernel.shape[1]),
+      checkpoint_path=str(tmp_path / "gtr"), corpus=str(tmp_path / "corpus.jsonl"),
+      output_dir=str(tmp_path / "shards"), task_feature_lengths={"queries": 8, "passages": 8},
+      vocabulary=_WordVocabulary(), shard_size=4, batch_size=3)
+  shards = run()
+  want = sentence_transformers.SentenceTransformer(str(tmp_path / "gtr"), device="cpu").encode(
+      list(texts.values()))
+  assert shards.ids() == list(texts) and len(list((tmp_path / "shards").glob("*.npy"))) == 3
+  np.testing.assert_allclose(shards[0:9], want, atol=1e-4)
+  written = {p: p.stat().st_mtime_ns for p in (tmp_path / "shards").glob("shard-*")}
+  np.testing.assert_array_equal(run()[0:9], shards[0:9])
+  assert {p: p.stat().st_mtime_ns for p in (tmp_path / "shards").glob("shard-*")} == written
