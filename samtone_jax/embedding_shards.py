@@ -54,13 +54,22 @@ def _write_atomically(path: pathlib.Path, write: Callable[[Any], None]) -> None:
   os.replace(partial, path)
 
 
-def _check_meta(directory: pathlib.Path, want: dict) -> None:
-  """Writes meta.json, or checks that the one there describes the same encoding."""
+def _check_meta(directory: pathlib.Path, want: dict, replace: bool) -> None:
+  """Writes meta.json, or checks that the one there describes the same encoding (with
+  `replace`, embeddings of another encoding are deleted instead)."""
   path = directory / META
   if path.exists():
     have = json.loads(path.read_text())
     differs = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
-    if differs:
+    if differs and replace:
+      _LOG.info("Replacing the embeddings in %s (of %s).", directory, have.get("source"))
+      multihost_utils.sync_global_devices("embedding_shards: read the old meta.json")
+      if jax.process_index() == 0:
+        for old in [path, *directory.glob("shard-*")]:
+          old.unlink()
+      multihost_utils.sync_global_devices("embedding_shards: deleted the old shards")
+      _check_meta(directory, want, replace)
+    elif differs:
       raise data_files.DataError(path, None, "these embeddings are of another corpus or"
                                              " model: " + ", ".join(
                                                  f"{k} {a!r} there, {b!r} now"
@@ -81,7 +90,7 @@ def encode(directory: str | pathlib.Path, embed: Callable[[Any, jax.Array], jax.
            params: Any, corpus: Mapping[str, str], tokenize: Callable[[Sequence[str]],
                                                                         np.ndarray],
            mesh: Mesh, *, batch_size: int = 256, shard_size: int = 100_000,
-           dtype: str = "float32", source: str = "",
+           dtype: str = "float32", source: str = "", replace: bool = False,
            data_axes: Sequence[str] = ("data",)) -> "EmbeddingShards":
   """Embeds `corpus` into `directory` (see the module docstring); resumes a killed run.
 
@@ -96,12 +105,15 @@ def encode(directory: str | pathlib.Path, embed: Callable[[Any, jax.Array], jax.
     shard_size: rows a shard.
     dtype: "float32" or "bfloat16", as stored.
     source: what embeds (e.g. the checkpoint), kept in meta.json and checked on resume.
+    replace: whether embeddings of another corpus, model or dtype in `directory` are
+      deleted (else an error).
 
   Returns:
     The finished directory's `EmbeddingShards`.
 
   Raises:
-    DataError: `directory` holds the embeddings of another corpus, model or dtype.
+    DataError: `directory` holds the embeddings of another corpus, model or dtype (and not
+      `replace`).
   """
   if dtype not in DTYPES:
     raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
@@ -116,7 +128,7 @@ def encode(directory: str | pathlib.Path, embed: Callable[[Any, jax.Array], jax.
   dim = jax.eval_shape(embed, params, jax.ShapeDtypeStruct((batch_size, width),
                                                            np.int32)).shape[-1]
   _check_meta(directory, {"rows": len(ids), "dim": int(dim), "dtype": dtype,
-                          "shard_size": shard_size, "source": source})
+                          "shard_size": shard_size, "source": source}, replace)
   multihost_utils.sync_global_devices("embedding_shards.encode: meta.json")
 
   size = lambda shard: min(shard_size, len(ids) - shard * shard_size)

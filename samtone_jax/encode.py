@@ -30,14 +30,6 @@ def read_corpus(name: str) -> dict[str, str]:
   return eval_sets.get(name).corpus
 
 
-def checkpoint_source(checkpoint_path: str) -> str:
-  """What a checkpoint path names, stably: a pretrained folder, or a run's checkpoint."""
-  if run_dir.is_pretrained_folder(checkpoint_path):
-    return str(pathlib.Path(checkpoint_path).absolute())
-  run, step = run_dir.resolve_checkpoint(checkpoint_path)
-  return str(run.checkpoint(step))
-
-
 def encode(*, model: dual_encoder.DualEncoder = gin.REQUIRED,
            checkpoint_path: str = gin.REQUIRED, corpus: str = gin.REQUIRED,
            output_dir: str = gin.REQUIRED, task_feature_lengths: dict = gin.REQUIRED,
@@ -66,7 +58,7 @@ def encode(*, model: dual_encoder.DualEncoder = gin.REQUIRED,
       output_dir, run_dir.encoders(model)[1], params, texts,
       lambda batch: retrieval.tokenize(batch, vocabulary, length), mesh,
       batch_size=batch_size, shard_size=shard_size, dtype=dtype,
-      source=f"{checkpoint_source(checkpoint_path)} {length} tokens")
+      source=f"{run_dir.checkpoint_source(checkpoint_path)} {length} tokens")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

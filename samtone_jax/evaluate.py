@@ -8,8 +8,12 @@ file with its overrides); CHECKPOINT_PATH is a training MODEL_DIR (its latest ch
 one of its `checkpoints/<step>` folders, or a Hugging Face T5 / sentence-transformers (GTR)
 folder. Each evaluation set of EVAL_TASKS (tasks/eval_sets.py) is ranked in full (top
 EVAL_K) and scored; EVAL_OUTPUT_DIR (default CHECKPOINT_PATH/eval) gets metrics.json
-({set: {metric: value}}) and one TREC run file a set (`<set>.trec`: `qid Q0 docid rank
-score samtone_jax`). A set named `beir:<folder>` (any BEIR-format folder) is reported as
+({set: {metric: value}}), one TREC run file a set (`<set>.trec`: `qid Q0 docid rank
+score samtone_jax`), and the corpus embeddings of each set (`embeddings/<set>/`, shards as
+`python -m samtone_jax.encode` writes them): a corpus is embedded a batch at a time and
+searched a chunk at a time, so that memory stays bounded whatever its size, and a killed
+evaluation, run again, embeds only the shards it had not written (those of another
+checkpoint are replaced). A set named `beir:<folder>` (any BEIR-format folder) is reported as
 `beir_<folder name>`. With EVAL_BASELINES = ['bm25'], each set also gets BM25's row,
 `<set>_bm25`, scored the same way (samtone_jax/bm25.py).
 """
@@ -71,12 +75,15 @@ def evaluate(*, model: dual_encoder.DualEncoder = gin.REQUIRED,
   encode_queries, encode_passages = run_dir.encoders(model)
   output_dir = pathlib.Path(output_dir or run_dir.RunDir(checkpoint_path).eval)
   output_dir.mkdir(parents=True, exist_ok=True)
+  source = (f"{run_dir.checkpoint_source(checkpoint_path)}"
+            f" {task_feature_lengths['passages']} tokens")
   results = {}
   for name, eval_set in sets.items():
+    name = eval_sets_lib.short_name(name)
     found, run = retrieval.evaluate(encode_queries, encode_passages, params, eval_set,
                                     vocabulary, task_feature_lengths, mesh, k=k,
-                                    batch_size=batch_size)
-    name = eval_sets_lib.short_name(name)
+                                    batch_size=batch_size,
+                                    corpus_dir=output_dir / "embeddings" / name, source=source)
     rows = {name: (found, run)}
     if "bm25" in baselines:
       rows[f"{name}_bm25"] = bm25.evaluate(eval_set, k)

@@ -9,6 +9,7 @@ are gathered and merged. Ties are broken by document index (the lower first), ev
 
 import functools
 import math
+import pathlib
 from typing import Any, Callable, Optional, Sequence
 
 import jax
@@ -19,7 +20,7 @@ from jax import lax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from samtone_jax import data_files
+from samtone_jax import data_files, embedding_shards
 from samtone_jax import metrics as metrics_lib
 
 Array = jax.Array
@@ -205,13 +206,19 @@ def encode(embed: Callable[[Any, Array], Array], params: Any, token_ids: np.ndar
 def evaluate(encode_queries: Callable[[Any, Array], Array],
              encode_passages: Callable[[Any, Array], Array], params: Any,
              eval_set: data_files.RetrievalSet, vocabulary, lengths: dict[str, int],
-             mesh: Mesh, *, k: int = 1000, batch_size: int = 256
+             mesh: Mesh, *, k: int = 1000, batch_size: int = 256,
+             corpus_dir: Optional[pathlib.Path] = None, source: str = "",
+             chunk_rows: int = 1_000_000
              ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
   """Corpus-level retrieval of an evaluation set: (metrics, run).
 
   Every query of the qrels retrieves its top `k` documents of the whole corpus (the full
   ranking when the corpus has at most `k` documents: then MRR is over the whole pool, as
   the paper's). A retrieved document whose id is the query's is dropped, as BEIR does.
+
+  With `corpus_dir`, the corpus is embedded into shards there (embedding_shards.encode, of
+  `source`: resumed if they are of it, replaced if not) and searched `chunk_rows` at a
+  time, in memory bounded by the chunk; without, it is embedded and searched in memory.
 
   Returns:
     metrics: `metrics.compute_metrics` of the run (P@1, MRR, MRR@10, Recall@k, nDCG@k).
@@ -222,10 +229,16 @@ def evaluate(encode_queries: Callable[[Any, Array], Array],
   queries = encode(encode_queries, params, tokenize(
       [eval_set.queries[q] for q in query_ids], vocabulary, lengths["queries"]), mesh,
                    batch_size)
-  corpus = encode(encode_passages, params, tokenize(
-      [eval_set.corpus[d] for d in doc_ids], vocabulary, lengths["passages"]), mesh,
-                  batch_size)
-  scores, indices = sharded_top_k(mesh, queries, corpus, k=min(k, len(doc_ids)))
+  tokenize_passages = lambda texts: tokenize(texts, vocabulary, lengths["passages"])
+  if corpus_dir is None:
+    corpus = encode(encode_passages, params, tokenize_passages(list(eval_set.corpus.values())),
+                    mesh, batch_size)
+  else:
+    corpus = embedding_shards.encode(corpus_dir, encode_passages, params, eval_set.corpus,
+                                     tokenize_passages, mesh, batch_size=batch_size,
+                                     source=source, replace=True)
+  scores, indices = sharded_top_k(mesh, queries, corpus, k=min(k, len(doc_ids)),
+                                  chunk_rows=chunk_rows)
   return scored_run(eval_set, query_ids, doc_ids, np.asarray(scores), np.asarray(indices))
 
 

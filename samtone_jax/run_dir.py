@@ -83,6 +83,11 @@ class RunDir:
   def eval(self) -> pathlib.Path:
     return self.path / "eval"
 
+  @property
+  def eval_embeddings(self) -> pathlib.Path:
+    """Training's corpus embeddings of its large evaluation sets, one folder a set."""
+    return self.path / "eval_embeddings"
+
   def latest_step(self) -> Optional[int]:
     """The newest checkpoint's step, or None."""
     if not self.checkpoints.is_dir():
@@ -117,6 +122,15 @@ def resolve_checkpoint(path: str | pathlib.Path, name: str = "CHECKPOINT_PATH",
   return run, step
 
 
+def checkpoint_source(checkpoint_path: str | pathlib.Path) -> str:
+  """What a checkpoint path names, stably: a pretrained folder, or a run's checkpoint folder
+  (a MODEL_DIR names its newest)."""
+  if is_pretrained_folder(checkpoint_path):
+    return str(pathlib.Path(checkpoint_path).absolute())
+  run, step = resolve_checkpoint(checkpoint_path)
+  return str(run.checkpoint(step))
+
+
 def is_pretrained_folder(path: str | pathlib.Path) -> bool:
   """Whether `path` is a Hugging Face T5 or sentence-transformers folder."""
   path = pathlib.Path(path)
@@ -129,30 +143,38 @@ def load_params(model: dual_encoder.DualEncoder, checkpoint_path: str | pathlib.
   """The model's parameters from a training MODEL_DIR, a `checkpoints/<step>` folder, or a
   pretrained Hugging Face / sentence-transformers folder (named by `name`, for errors).
 
-  A checkpoint's parameters (only those of its TrainState are read) are replicated over
-  `mesh` (default: all devices), whatever devices and mesh saved them.
+  The parameters are partitioned over `mesh` (default: all devices, no "model" axis) as
+  training partitions them (T5X's logical axis rules), whatever devices and mesh saved them:
+  with NUM_PARTITIONS = m, each device holds about 1/m of the weights. Only a checkpoint's
+  TrainState parameters are read; without `model`, they are replicated.
 
   Raises:
     pretrained.CheckpointError: the checkpoint does not restore (damaged files); the error
       names the newest checkpoint of the run that does.
   """
+  mesh = partitioning.create_mesh() if mesh is None else mesh
+  shardings = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  if model is not None:
+    ids = jax.ShapeDtypeStruct((1, lengths["queries"]), jax.numpy.int32)
+    boxed = jax.eval_shape(model.init, jax.random.key(0), ids, ids)["params"]
+    shardings = partitioning.logical_shardings(
+        boxed, mesh, partitioning.standard_logical_axis_rules())
   if is_pretrained_folder(checkpoint_path):
     config, tower, kernel = pretrained.load_initial_checkpoint(checkpoint_path)
     pretrained.check_compatible(config, model.config, f"{name}={str(checkpoint_path)!r}")
     ids = jax.numpy.zeros((1, lengths["queries"]), jax.numpy.int32)
     params = nn.unbox(model.init(jax.random.key(0), ids, ids))["params"]
-    return pretrained.with_pretrained(jax.device_get(params), model.architecture, tower, kernel)
+    return jax.device_put(pretrained.with_pretrained(
+        jax.device_get(params), model.architecture, tower, kernel), shardings)
   run, step = resolve_checkpoint(checkpoint_path, name)
   _LOG.info("Parameters of step %d from %s.", step, run.path)
   manager = ocp.CheckpointManager(run.checkpoints, item_handlers=ocp.PyTreeCheckpointHandler())
-  mesh = partitioning.create_mesh() if mesh is None else mesh
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   try:
-    return _restore_params(manager, step, replicated)
+    return _restore_params(manager, step, shardings)
   except Exception as e:  # pylint: disable=broad-except  # the storage layer's, said plainly
     error = f"{type(e).__name__}: {first_line(e)}"
   good = next((s for s in sorted(manager.all_steps(), reverse=True) if s < step
-               and _restores(manager, s, replicated)), None)
+               and _restores(manager, s, shardings)), None)
   raise pretrained.CheckpointError(
       f"{name}={str(checkpoint_path)!r}: the checkpoint of step {step} ({run.checkpoint(step)})"
       f" does not restore: {error}. " + (
@@ -160,21 +182,23 @@ def load_params(model: dual_encoder.DualEncoder, checkpoint_path: str | pathlib.
           if good is not None else f"No older checkpoint in {run.checkpoints} restores."))
 
 
-def _restore_params(manager: ocp.CheckpointManager, step: int,
-                    sharding: jax.sharding.Sharding) -> dict:
-  """The `params` of checkpoint `step`'s TrainState, each with `sharding`."""
+def _restore_params(manager: ocp.CheckpointManager, step: int, shardings: Any) -> dict:
+  """The `params` of checkpoint `step`'s TrainState, with `shardings` (one sharding for
+  all, or a tree of them like the parameters)."""
+  metadata = manager.item_metadata(step)["params"]
+  if isinstance(shardings, jax.sharding.Sharding):
+    shardings = jax.tree.map(lambda _: shardings, metadata)
   target = {"params": jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-      manager.item_metadata(step)["params"])}
+      lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+      metadata, shardings)}
   return manager.restore(step, args=ocp.args.PyTreeRestore(
       target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
       partial_restore=True))["params"]
 
 
-def _restores(manager: ocp.CheckpointManager, step: int, sharding: jax.sharding.Sharding
-              ) -> bool:
+def _restores(manager: ocp.CheckpointManager, step: int, shardings: Any) -> bool:
   try:
-    _restore_params(manager, step, sharding)
+    _restore_params(manager, step, shardings)
     return True
   except Exception:  # pylint: disable=broad-except
     return False

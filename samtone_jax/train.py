@@ -40,6 +40,9 @@ from samtone_jax import pretrained, retrieval, run_dir, trainer
 from samtone_jax.tasks import eval_sets as eval_sets_lib
 
 _LOG = logging.getLogger("samtone_jax.train")
+# Evaluation sets with more documents are embedded into shards under MODEL_DIR and searched a
+# chunk at a time (bounded memory); smaller ones in memory.
+STREAMED_CORPUS = 200_000
 
 
 class TrainingError(RuntimeError):
@@ -176,12 +179,13 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
   # --- Evaluation: in-batch metrics on held-out batches, corpus-level retrieval ---------------
   eval_step = jax.jit(lambda params, batch: trainer.batch_loss(model, loss_fn, params, batch)[1])
 
-  def evaluate(params) -> dict[str, float]:
-    results = _retrieval_evaluation(model, params, retrieval_sets, mixture_or_task_name,
-                                    task_feature_lengths, mesh, eval_k)
+  def evaluate(state: trainer.TrainState) -> dict[str, float]:
+    results = _retrieval_evaluation(model, state.params, retrieval_sets, mixture_or_task_name,
+                                    task_feature_lengths, mesh, eval_k,
+                                    run.eval_embeddings, f"{run.path} step {int(state.step)}")
     if eval_split:
       results.update(_in_batch_evaluation(
-          eval_step, params, mesh, mixture_or_task_name, eval_split, task_feature_lengths,
+          eval_step, state.params, mesh, mixture_or_task_name, eval_split, task_feature_lengths,
           batch_size, eval_batches, num_negatives))
     return results
 
@@ -207,7 +211,7 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
         progress.read()  # a step that failed is not saved
         checkpointer.save(state, step)
       if step % eval_period == 0 and step != train_steps and not stop.agreed(step):
-        _write_summaries(writer, step, evaluate(state.params))
+        _write_summaries(writer, step, evaluate(state))
     progress.read()
     if step < train_steps:
       reason = f"signal {stop.signal}" if stop.signal else f"steps_per_run={steps_per_run}"
@@ -219,7 +223,7 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
     checkpointer.wait_until_finished()
 
   # --- End: evaluation and metrics.json -------------------------------------------------------
-  final = dict(evaluate(state.params), step=step)
+  final = dict(evaluate(state), step=step)
   final.update({f"train/{k}": v for k, v in progress.values.items()})
   if skip_nonfinite_steps:
     final["train/skipped_steps"] = progress.skipped_total
@@ -443,17 +447,22 @@ def _restore_or_initialise(checkpointer: _Checkpointer, model: dual_encoder.Dual
 
 def _retrieval_evaluation(model: dual_encoder.DualEncoder, params: Any,
                           retrieval_sets: dict[str, Any], mixture_or_task_name: str,
-                          lengths: dict[str, int], mesh: jax.sharding.Mesh, k: int
-                          ) -> dict[str, float]:
-  """{"retrieval/<set>/<metric>": value}: each set's queries against its whole corpus."""
+                          lengths: dict[str, int], mesh: jax.sharding.Mesh, k: int,
+                          embeddings_dir: pathlib.Path, source: str) -> dict[str, float]:
+  """{"retrieval/<set>/<metric>": value}: each set's queries against its whole corpus; a
+  corpus of over STREAMED_CORPUS documents through shards in `embeddings_dir`/<set>
+  (bounded memory; `source` says which parameters embedded them)."""
   results = {}
   if retrieval_sets:
     vocabulary = run_dir.vocabulary(mixture_or_task_name)
     encode_queries, encode_passages = run_dir.encoders(model)
   for name, eval_set in retrieval_sets.items():
+    name = eval_sets_lib.short_name(name)
+    streamed = len(eval_set.corpus) > STREAMED_CORPUS
     found, _ = retrieval.evaluate(encode_queries, encode_passages, params, eval_set, vocabulary,
-                                  lengths, mesh, k=k)
-    results.update({f"retrieval/{eval_sets_lib.short_name(name)}/{metric}": v
+                                  lengths, mesh, k=k, source=source,
+                                  corpus_dir=embeddings_dir / name if streamed else None)
+    results.update({f"retrieval/{name}/{metric}": v
                     for metric, v in found.items()})
   return results
 

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from samtone_jax import launch, partitioning, run_dir
 from tests.test_train import ROOT, _params, _run, tfds_dir  # pylint: disable=unused-import
 
 # Loads a run's parameters with run_dir.load_params (as the evaluate, analysis and export
@@ -46,3 +47,16 @@ def test_load_params_restores_a_checkpoint_of_8_devices_on_1(tfds_dir, tmp_path)
     assert sorted(loaded) == sorted(saved)
     for name, value in saved.items():
       np.testing.assert_array_equal(loaded[name], value, err_msg=name)
+
+  # With the model, on the training mesh: partitioned as training partitions them.
+  model, macros = launch.read_run([str(tmp_path / "run" / "config.gin")],
+                                  ["TASK_FEATURE_LENGTHS"])
+  mesh = partitioning.create_mesh(2)
+  params = traverse_util.flatten_dict(run_dir.load_params(
+      model, tmp_path / "run", macros["TASK_FEATURE_LENGTHS"], mesh))
+  split = {"/".join(k) for k, v in params.items() if "model" in v.sharding.spec}
+  assert any("mlp" in name for name in split) and any("attention" in name for name in split)
+  per_device = sum(v.addressable_shards[0].data.size for v in params.values())
+  assert per_device < 0.75 * sum(v.size for v in params.values())
+  for name, value in params.items():
+    np.testing.assert_array_equal(np.asarray(value), saved["/".join(name)], err_msg=name)

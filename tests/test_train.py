@@ -227,10 +227,15 @@ def test_initial_checkpoint_path_starts_the_towers(tfds_dir, tmp_path):
          "t5.T5Config.num_layers = 2")
 
 
-def test_evaluate_command_reproduces_the_training_evaluation(tfds_dir, tmp_path):
+def test_evaluate_command_reproduces_the_training_evaluation(tfds_dir, tmp_path, monkeypatch):
   """`python -m samtone_jax.evaluate` on a run's config.gin and MODEL_DIR gives the metrics
-  that the run reported, and writes metrics.json and a TREC run file."""
+  that the run reported, and writes metrics.json and a TREC run file. Both embed the corpus
+  into shards (training does so above STREAMED_CORPUS documents)."""
+  monkeypatch.setattr(train, "STREAMED_CORPUS", 0)
   final = _run(tmp_path / "run", "TRAIN_STEPS = 4")
+  meta = json.loads((tmp_path / "run" / "eval_embeddings" / "stdlib_code_search_test" /
+                     "meta.json").read_text())
+  assert meta["source"] == f"{tmp_path / 'run'} step 4" and meta["rows"] > 100
   done = subprocess.run(
       [sys.executable, "-m", "samtone_jax.evaluate",
        f"--gin_file={tmp_path / 'run' / 'config.gin'}", "--gin_file=runs/eval.gin",
@@ -245,6 +250,8 @@ def test_evaluate_command_reproduces_the_training_evaluation(tfds_dir, tmp_path)
   for name in ("P@1", "MRR", "nDCG@10", "Recall@100"):
     assert got[name] == pytest.approx(final[f"retrieval/stdlib_code_search_test/{name}"],
                                       abs=1e-6)
+  assert (tmp_path / "run" / "eval" / "embeddings" / "stdlib_code_search_test" /
+          "shard-00000.npy").is_file()
   lines = (tmp_path / "run" / "eval" / "stdlib_code_search_test.trec").read_text().splitlines()
   qid, q0, doc, rank, score, tag = lines[0].split()
   assert (q0, rank, tag) == ("Q0", "1", "samtone_jax") and float(score)
