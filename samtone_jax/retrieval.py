@@ -88,7 +88,7 @@ def top_k(queries: Array, corpus: Array, k: int, block_size: int = 4096
 
 def sharded_top_k(mesh: Mesh, queries: Array, corpus: Any, k: int, block_size: int = 4096,
                   data_axes: Sequence[str] = ("data",), chunk_rows: Optional[int] = None
-                  ) -> tuple[Array, Array]:
+                  ) -> tuple[np.ndarray, np.ndarray]:
   """`top_k` with the corpus split over the mesh's data axes (queries replicated), streamed
   through the devices `chunk_rows` documents at a time.
 
@@ -103,6 +103,10 @@ def sharded_top_k(mesh: Mesh, queries: Array, corpus: Any, k: int, block_size: i
       `corpus[start:stop]` (e.g. `embedding_shards.EmbeddingShards` on disk).
     data_axes: the mesh axes the corpus is split over.
     chunk_rows: documents a chunk (None: all of them at once).
+
+  Returns:
+    (scores [Q, k] float32, indices [Q, k] int32) as `top_k`'s, on the host of every
+    process.
   """
   data_axes = tuple(data_axes)
   devices = math.prod(mesh.shape[a] for a in data_axes)
@@ -124,8 +128,8 @@ def sharded_top_k(mesh: Mesh, queries: Array, corpus: Any, k: int, block_size: i
     valid = np.arange(devices * rows) < len(block)
     block = np.pad(block, ((0, devices * rows - len(block)), (0, 0)))
     top = step(queries, _put(block, split), _put(valid, split), np.int32(start), *top)
-  scores, indices = top
-  return scores, jnp.where(jnp.isfinite(scores), indices, -1)
+  scores, indices = (np.asarray(x.addressable_data(0)) for x in top)  # replicated
+  return scores, np.where(np.isfinite(scores), indices, -1)
 
 
 def _put(value: np.ndarray, sharding: NamedSharding) -> Array:

@@ -128,3 +128,34 @@ def test_the_encode_command_equals_sentence_transformers(tmp_path):
   written = {p: p.stat().st_mtime_ns for p in (tmp_path / "shards").glob("shard-*")}
   np.testing.assert_array_equal(run()[0:9], shards[0:9])
   assert {p: p.stat().st_mtime_ns for p in (tmp_path / "shards").glob("shard-*")} == written
+
+
+def test_two_processes_encode_and_search_as_one(tmp_path):
+  """Two JAX processes (2 CPU devices each) embed their own shards of one corpus and search
+  them: the shards and the top-k equal one process's."""
+  import os  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from tests import multiprocess_encode_worker as worker  # pylint: disable=g-import-not-at-top
+  from tests import processes  # pylint: disable=g-import-not-at-top
+  port = processes.free_port()
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  procs = []
+  for i in range(worker.NUM_PROCESSES):
+    with open(tmp_path / f"process{i}.log", "w") as log:
+      procs.append(subprocess.Popen(
+          [sys.executable, "-m", "tests.multiprocess_encode_worker", f"--process_id={i}",
+           f"--port={port}", f"--out={tmp_path}"], cwd=processes.ROOT, env=env, stdout=log,
+          stderr=subprocess.STDOUT))
+  codes, _ = processes.wait_all(procs, 240)
+  assert codes == [0] * worker.NUM_PROCESSES, processes.logs(tmp_path)
+
+  shards, scores, indices = worker.encode_and_search(tmp_path / "one",
+                                                     partitioning.create_mesh())
+  two = embedding_shards.EmbeddingShards(tmp_path / "shards")
+  assert two.ids() == shards.ids() == list(worker.CORPUS)
+  np.testing.assert_allclose(two[0:23], shards[0:23], rtol=1e-6)
+  for i in range(worker.NUM_PROCESSES):
+    with np.load(tmp_path / f"process{i}.npz") as got:
+      np.testing.assert_array_equal(got["indices"], indices)
+      np.testing.assert_allclose(got["scores"], scores, rtol=1e-6)
