@@ -2,8 +2,9 @@
 
 A directory holds
 
-  meta.json              {"rows": N, "dim": E, "dtype": "float32" | "bfloat16",
-                          "shard_size": S, "source": what embedded it}
+  meta.json              {"rows": N, "ids_sha256": of the ids, "dim": E,
+                          "dtype": "float32" | "bfloat16", "shard_size": S,
+                          "source": what embedded it}
   shard-00000.ids.json   the ids of rows [0, S), in order
   shard-00000.npy        their embeddings, [S, E] (bfloat16 stored as its uint16 bits)
   shard-00001...         rows [S, 2S), ...; the last shard may be shorter
@@ -21,6 +22,7 @@ devices.
 """
 
 import concurrent.futures
+import hashlib
 import json
 import logging
 import math
@@ -127,8 +129,9 @@ def encode(directory: str | pathlib.Path, embed: Callable[[Any, jax.Array], jax.
   width = tokenize([""]).shape[1]
   dim = jax.eval_shape(embed, params, jax.ShapeDtypeStruct((batch_size, width),
                                                            np.int32)).shape[-1]
-  _check_meta(directory, {"rows": len(ids), "dim": int(dim), "dtype": dtype,
-                          "shard_size": shard_size, "source": source}, replace)
+  fingerprint = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+  _check_meta(directory, {"rows": len(ids), "ids_sha256": fingerprint, "dim": int(dim),
+                          "dtype": dtype, "shard_size": shard_size, "source": source}, replace)
   multihost_utils.sync_global_devices("embedding_shards.encode: meta.json")
 
   size = lambda shard: min(shard_size, len(ids) - shard * shard_size)
@@ -148,7 +151,8 @@ def encode(directory: str | pathlib.Path, embed: Callable[[Any, jax.Array], jax.
 
   sharding = NamedSharding(mesh, PartitionSpec(data_axes))
   jitted = jax.jit(embed, out_shardings=sharding)
-  buffer = np.zeros((0, dim), DTYPES[dtype])  # embedded rows of shards not yet written
+  new_shard = lambda: np.empty((size(todo[0]), dim), DTYPES[dtype]) if todo else None
+  shard, filled = new_shard(), 0  # the embeddings of the next shard to write, rows filled
   start = time.time()
   with concurrent.futures.ThreadPoolExecutor(1) as tokenizer:
     next_batch = tokenizer.submit(batch, 0)
@@ -158,14 +162,15 @@ def encode(directory: str | pathlib.Path, embed: Callable[[Any, jax.Array], jax.
       if step + 1 < steps:  # tokenised while the devices embed this batch
         next_batch = tokenizer.submit(batch, step + 1)
       embedded = _local_rows(jitted(params, jax.make_array_from_process_local_data(
-          sharding, tokens)))
-      real = min(local_batch, len(rows) - step * local_batch)
-      buffer = np.concatenate([buffer, embedded[:max(real, 0)].astype(DTYPES[dtype])])
-      while todo and len(buffer) >= size(todo[0]):
-        shard = todo.pop(0)
-        _write_shard(directory, shard, ids[shard * shard_size:shard * shard_size + size(shard)],
-                     buffer[:size(shard)])
-        buffer = buffer[size(shard):]
+          sharding, tokens)))[:max(0, len(rows) - step * local_batch)]  # padding dropped
+      while len(embedded):
+        take = min(len(embedded), len(shard) - filled)
+        shard[filled:filled + take], embedded = embedded[:take], embedded[take:]
+        filled += take
+        if filled == len(shard):
+          first = todo[0] * shard_size
+          _write_shard(directory, todo.pop(0), ids[first:first + len(shard)], shard)
+          shard, filled = new_shard(), 0
   if len(rows):
     seconds = time.time() - start
     _LOG.info("Encoded %d rows in %.0f s (%.0f passages/s).", len(rows), seconds,

@@ -85,6 +85,10 @@ def test_another_model_a_cut_shard_and_lost_ids_name_the_file(tmp_path):
     _encode(tmp_path, source="other")
   with pytest.raises(data_files.DataError, match=r"dtype 'float32' there, 'bfloat16' now"):
     _encode(tmp_path, dtype="bfloat16")
+  with pytest.raises(data_files.DataError, match=r"meta.json: .* ids_sha256 "):
+    embedding_shards.encode(tmp_path, _embed, PARAMS, {k + "x": v for k, v in CORPUS.items()},
+                            _tokenize, partitioning.create_mesh(), batch_size=8, shard_size=5,
+                            source="toy")
   path = tmp_path / "shard-00001.npy"
   path.write_bytes(path.read_bytes()[:-8])
   with pytest.raises(data_files.DataError, match=r"shard-00001.npy: not a whole .npy file"):
