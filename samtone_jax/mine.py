@@ -118,7 +118,7 @@ def mine(*, input_files: Sequence[str] = gin.REQUIRED, output_file: str = gin.RE
   pairs, positives, first_ids = [], {}, None
   for path in input_files:
     for example in own_data.read_examples(path):
-      ids = {name: example[name] for name in ("query_id", "passage_id") if name in example}
+      ids = {name: example[name] for name in own_data.id_fields(example)}
       first_ids = ids.keys() if first_ids is None else first_ids
       if ids.keys() != first_ids:
         raise data_files.DataError(path, None, f"id fields {sorted(ids)} where"

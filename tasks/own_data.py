@@ -92,6 +92,12 @@ def _jsonl_example(record: Any, path: Any, line: int) -> dict[str, Any]:
   return example
 
 
+def id_fields(example: dict[str, Any]) -> list[str]:
+  """Which of "query_id" and "passage_id" an example gives (its negative_ids go with the
+  latter)."""
+  return [name for name in ID_FIELDS[:2] if name in example]
+
+
 def _is_id(value: Any) -> bool:
   return isinstance(value, (str, int)) and not isinstance(value, bool)
 
@@ -140,7 +146,7 @@ def read_examples(path: str) -> Iterator[dict[str, Any]]:
     raise data_files.DataError(path, None, "expected a .jsonl or .tsv file (or .gz of one).")
   first = None
   for line, example in lines:
-    ids = [name for name in ID_FIELDS[:2] if name in example]
+    ids = id_fields(example)
     first = ids if first is None else first
     if ids != first:
       raise data_files.DataError(path, line, f"id fields {ids} where the first line has"
@@ -167,7 +173,7 @@ def _examples(split: str, num_negatives: int) -> dict[str, list]:
   short = 0
   for path in files[split]:
     for example in data_files.drop_empty(read_examples(path), path):
-      ids = [name for name in ID_FIELDS[:2] if name in example]
+      ids = id_fields(example)
       if columns is None:
         first_ids, first = ids, path
         columns = {name: [] for name in _column_names(ids, num_negatives)}

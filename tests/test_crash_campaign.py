@@ -6,8 +6,10 @@ every checkpoint left restores (no temporary folder, no orphaned input position)
 one more restart is killed once two checkpoints exist, and an array file of the latest is
 cut to half its size: the last restart moves it aside and resumes from the one before.
 
-The default run survives 3 kills; `pytest -m slow tests/test_crash_campaign.py -s` runs the
-campaign of 10 (README, "Reliability").
+Marked slow (a few minutes): `pytest -m slow tests/test_crash_campaign.py -s` runs the
+campaigns of 3 and of 10 kills (README, "Reliability"). The default run checks resuming
+after a stop (tests/test_train.py) and from a damaged checkpoint
+(tests/test_damaged_checkpoints.py).
 """
 
 import collections
@@ -131,7 +133,8 @@ def _examples(history) -> collections.Counter:
                              for pair in zip(ids["query_ids"], ids["passage_ids"]))
 
 
-@pytest.mark.parametrize("kills", [3, pytest.param(10, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("kills", [3, 10])
 def test_killed_and_resumed_training_equals_an_uninterrupted_run(subprocess_env,
                                                                  tmp_path, kills):
   whole = _start(tmp_path / "whole", subprocess_env)

@@ -73,7 +73,7 @@ def _copy_of_stopped(runs: pathlib.Path, tmp_path: pathlib.Path) -> run_dir.RunD
   return run_dir.RunDir(shutil.copytree(runs / "stopped", tmp_path / "run"))
 
 
-@pytest.mark.parametrize("damage", [  # the input position, by default, in the two-process test
+@pytest.mark.parametrize("damage", [
     "array data", pytest.param("metadata", marks=pytest.mark.slow),
     pytest.param("input position", marks=pytest.mark.slow)])
 def test_a_damaged_checkpoint_is_moved_aside_and_the_run_resumes_from_the_one_before(
@@ -129,6 +129,7 @@ def test_evaluate_and_export_name_the_newest_good_checkpoint(runs, tmp_path):
                _params(runs / "stopped", 4))
 
 
+@pytest.mark.slow  # two processes; one process's fallback is checked above
 def test_two_processes_agree_on_the_fallback(subprocess_env, tmp_path):
   """Only process 1's input position of step 8 is damaged: process 0 alone could resume
   from step 8, but both resume from step 4."""

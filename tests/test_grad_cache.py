@@ -67,7 +67,9 @@ MESHES = {  # name: (mesh factory, chunk size)
 }
 
 
-@pytest.mark.parametrize("name", MESHES)
+@pytest.mark.parametrize("name", [  # the 4 x 2 mesh splits the batch and the weights
+    pytest.param("1 device", marks=pytest.mark.slow),
+    pytest.param("8 devices, data 8", marks=pytest.mark.slow), "8 devices, data 4 x model 2"])
 def test_gradients_equal_the_plain_step(name):
   make_mesh, chunk = MESHES[name]
   mesh = make_mesh()
@@ -126,6 +128,7 @@ def test_dropout_draws_the_same_masks_in_both_passes():
   assert max(jax.tree.leaves(difference)) > 1e-2
 
 
+@pytest.mark.slow  # its gradients are checked equal above; this runs them through the step
 def test_train_step_with_grad_cache_matches_the_plain_step():
   """A compiled, sharded step (an Adafactor update) with GRAD_CACHE_CHUNK and without."""
   mesh = partitioning.create_mesh(num_partitions=2)

@@ -58,7 +58,7 @@ def _call(q, p, n, qids, pids, temperature, nids=None, **options):
       **options)
 
 
-@hypothesis.settings(max_examples=60, deadline=None)
+@hypothesis.settings(max_examples=30, deadline=None)
 @hypothesis.given(
     seed=st.integers(0, 2**31),
     batch=st.integers(1, 9),

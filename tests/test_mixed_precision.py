@@ -63,13 +63,14 @@ def test_bfloat16_activations_with_float32_parameters_embeddings_and_loss():
   batch = _batches()[0]
   params = model.init(jax.random.key(0), batch["queries"], batch["passages"])["params"]
   assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
-  hidden = t5.T5Encoder(model.config).apply({"params": params["tower"]}, batch["queries"])
+  hidden = jax.jit(t5.T5Encoder(model.config).apply)({"params": params["tower"]},
+                                                      batch["queries"])
   assert hidden.dtype == jnp.bfloat16
   loss_fn = losses.sharded_contrastive_loss(
       partitioning.create_mesh(devices=jax.devices()[:1]))
-  (loss, metrics), grads = jax.value_and_grad(
-      lambda p: trainer.batch_loss(model, loss_fn, p, batch), has_aux=True)(params)
-  embeddings = trainer.embed_batch(model, params, batch)
+  (loss, metrics), grads = jax.jit(jax.value_and_grad(
+      lambda p: trainer.batch_loss(model, loss_fn, p, batch), has_aux=True))(params)
+  embeddings = jax.jit(lambda p: trainer.embed_batch(model, p, batch))(params)
   assert {x.dtype for x in jax.tree.leaves(embeddings)} == {jnp.dtype(jnp.float32)}
   assert loss.dtype == jnp.float32 and {v.dtype for v in metrics.values()} == {loss.dtype}
   assert {x.dtype for x in jax.tree.leaves(grads)} == {jnp.dtype(jnp.float32)}

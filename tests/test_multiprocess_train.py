@@ -10,6 +10,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from tests import processes
 from tests.test_train import _params
@@ -45,6 +46,7 @@ def test_two_processes_train_as_one_process_with_four_devices(subprocess_env, tm
                _params(tmp_path / "two", STEPS), _params(tmp_path / "one", STEPS))
 
 
+@pytest.mark.slow  # as tests/test_multiprocess_loss.py's dead peer, through the training loop
 def test_a_killed_process_ends_the_other_with_an_error(subprocess_env, tmp_path):
   """Process 1 is killed (SIGKILL) mid-training; process 0 exits with JAX's errors naming
   the dead task within 30 s (its heartbeat timeout is 10 s; JAX's default, 100 s, takes about

@@ -82,6 +82,7 @@ def test_sharded_equals_global(case, mesh_shape, names):
   assert got[1]["query_emb"].sharding.spec == P("data")
 
 
+@pytest.mark.slow  # eager, op by op; the same semantics run under jit in the tests above
 def test_sharded_without_jit_and_unsharded_inputs():
   arrays = _arrays(negatives=1, ids=True)
   mesh = _mesh((8,), ("data",))

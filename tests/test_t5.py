@@ -59,6 +59,7 @@ def test_padding_does_not_change_real_positions():
   np.testing.assert_allclose(padded[IDS > 0], short[IDS > 0], atol=1e-5)
 
 
+@pytest.mark.slow  # REMAT is an option of the largest models
 def test_remat_changes_nothing_but_memory():
   config = _tiny(dropout_rate=0.1)
   ids = jnp.asarray(IDS)

@@ -47,6 +47,8 @@ def _train(mesh, batches, architecture="ade_spl"):
   return state, history
 
 
+@pytest.mark.slow  # by default: the sharded loss equals the global one (test_sharded_losses),
+# GradCache on a 4 x 2 mesh equals the plain step, 2 processes equal 1 (test_multiprocess_train)
 def test_sharded_training_equals_one_device():
   batches = _batches(3)
   one, one_history = _train(partitioning.create_mesh(devices=jax.devices()[:1]), batches)
@@ -62,6 +64,7 @@ def test_sharded_training_equals_one_device():
   assert kernel.sharding.spec == jax.sharding.PartitionSpec(None, "model")
 
 
+@pytest.mark.slow  # tests/test_mixed_precision.py checks that a few steps learn
 def test_loss_decreases_on_the_tiny_model():
   _, history = _train(partitioning.create_mesh(devices=jax.devices()[:1]), _batches(40))
   assert np.mean(history[-5:]) < 0.7 * np.mean(history[:5]), history
@@ -129,7 +132,8 @@ def test_a_skipped_step_leaves_the_learning_rate_on_schedule():
   assert float(metrics["skipped"]) == 0.0 and int(state.step) == 3
   assert float(metrics["learning_rate"]) == pytest.approx(8e-4)
 
-  grads = jax.grad(lambda p: trainer.batch_loss(model, loss_fn, p, last)[0])(after_first)
+  grads = jax.jit(jax.grad(lambda p: trainer.batch_loss(model, loss_fn, p, last)[0]))(
+      after_first)
   applied = jax.tree.map(lambda new, old: np.asarray(new) - old, state.params, after_first)
   for got, grad in zip(jax.tree.leaves(applied), jax.tree.leaves(grads)):
     want = -8e-4 * np.asarray(grad)
