@@ -7,10 +7,11 @@ time; writes the top-k to DIR/process<I>.npz.
 """
 
 import argparse
-import os
 import pathlib
 
 import numpy as np
+
+from tests import cluster
 
 NUM_PROCESSES = 2
 DEVICES_PER_PROCESS = 2
@@ -54,16 +55,8 @@ def main():
   parser.add_argument("--out", required=True)
   args = parser.parse_args()
 
-  os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS}"
-  os.environ["JAX_PLATFORMS"] = "cpu"
-  import jax  # pylint: disable=g-import-not-at-top
+  jax = cluster.join(args.process_id, args.port, NUM_PROCESSES, DEVICES_PER_PROCESS)
   from samtone_jax import partitioning  # pylint: disable=g-import-not-at-top
-
-  jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(
-      coordinator_address=f"127.0.0.1:{args.port}", num_processes=NUM_PROCESSES,
-      process_id=args.process_id, initialization_timeout=60, heartbeat_timeout_seconds=10,
-      shutdown_timeout_seconds=10)
   assert jax.device_count() == NUM_PROCESSES * DEVICES_PER_PROCESS, jax.devices()
   out = pathlib.Path(args.out)
   _, scores, indices = encode_and_search(out / "shards", partitioning.create_mesh())

@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from tests import cluster
+
 NUM_PROCESSES = 2
 DEVICES_PER_PROCESS = 2
 BATCH = 24
@@ -37,17 +39,9 @@ def main():
                       help="die right after joining the cluster (to test the peer's exit)")
   args = parser.parse_args()
 
-  os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS}"
-  os.environ["JAX_PLATFORMS"] = "cpu"
-  import jax  # pylint: disable=g-import-not-at-top
-  from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
-  from samtone_jax import losses
-
-  jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(
-      coordinator_address=f"127.0.0.1:{args.port}", num_processes=NUM_PROCESSES,
-      process_id=args.process_id, initialization_timeout=60, heartbeat_timeout_seconds=10,
-      shutdown_timeout_seconds=10)
+  jax = cluster.join(args.process_id, args.port, NUM_PROCESSES, DEVICES_PER_PROCESS)
+  from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  from samtone_jax import losses  # pylint: disable=g-import-not-at-top
   if args.exit_after_initialize:
     os._exit(3)  # pylint: disable=protected-access
   assert jax.device_count() == NUM_PROCESSES * DEVICES_PER_PROCESS, jax.devices()
