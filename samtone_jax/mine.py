@@ -119,11 +119,8 @@ def mine(*, input_files: Sequence[str] = gin.REQUIRED, output_file: str = gin.RE
   for path in input_files:
     for example in own_data.read_examples(path):
       ids = {name: example[name] for name in own_data.id_fields(example)}
-      first_ids = ids.keys() if first_ids is None else first_ids
-      if ids.keys() != first_ids:
-        raise data_files.DataError(path, None, f"id fields {sorted(ids)} where"
-                                               f" {input_files[0]} has {sorted(first_ids)}:"
-                                               " give ids in every file or none.")
+      first_ids = list(ids) if first_ids is None else first_ids
+      own_data.check_id_fields(path, list(ids), input_files[0], first_ids)
       q = queries.add(example["query"], ids.get("query_id"))
       p = corpus.add(example["passage"], ids.get("passage_id"))
       positives.setdefault(q, set()).add(p)

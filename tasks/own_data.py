@@ -98,6 +98,14 @@ def id_fields(example: dict[str, Any]) -> list[str]:
   return [name for name in ID_FIELDS[:2] if name in example]
 
 
+def check_id_fields(path: Any, ids: list[str], first_path: Any,
+                    first_ids: list[str]) -> None:
+  """DataError unless a file gives the id fields of the first file read with it."""
+  if ids != first_ids:
+    raise data_files.DataError(path, None, f"id fields {ids} where {first_path} has"
+                                           f" {first_ids}: give ids in every file or none.")
+
+
 def _is_id(value: Any) -> bool:
   return isinstance(value, (str, int)) and not isinstance(value, bool)
 
@@ -177,10 +185,7 @@ def _examples(split: str, num_negatives: int) -> dict[str, list]:
       if columns is None:
         first_ids, first = ids, path
         columns = {name: [] for name in _column_names(ids, num_negatives)}
-      if ids != first_ids:
-        raise data_files.DataError(path, None, f"id fields {ids} where {first} has"
-                                               f" {first_ids}: give ids in every file of a"
-                                               " split or none.")
+      check_id_fields(path, ids, first, first_ids)
       if len(example["negatives"]) < num_negatives:
         short += 1
         if files["short_pools"] == "drop":
