@@ -17,8 +17,10 @@ more than one batch of token ids and one shard of embeddings. A shard whose embe
 exists is done; a killed encode, run again, embeds only the others.
 
 `EmbeddingShards(directory)` reads a finished directory: `len()`, `shards[a:b]` ([b - a, E]
-float32, memory-mapped), and `ids()`, which `retrieval.sharded_top_k` streams through the
-devices.
+float32, read from the files on demand) and `ids()`, which `retrieval.sharded_top_k` streams
+through the devices. Slices are read with plain file reads, not memory maps, so that the
+pages read stay in the page cache, out of the process's resident memory: a search holds one
+chunk, whatever N.
 """
 
 import concurrent.futures
@@ -204,21 +206,23 @@ class EmbeddingShards:
     self.meta = json.loads(meta_path.read_text())
     self.rows, self.dim = self.meta["rows"], self.meta["dim"]
     self.shard_size = self.meta["shard_size"]
-    self._shards = []
+    self._shards = []  # (path, offset of the data in the file, rows) a shard
     for shard in range(math.ceil(self.rows / self.shard_size)):
       path = _shard_path(self.directory, shard, "npy")
       want = (min(self.shard_size, self.rows - shard * self.shard_size), self.dim)
       if not path.exists():
         raise data_files.DataError(path, None, "missing: the encode did not finish; run it"
                                                " again to embed the missing shards.")
-      try:
+      try:  # checks the header and the length; the mapping is dropped at once
         array = np.load(path, mmap_mode="r")
       except ValueError as error:
         raise data_files.DataError(path, None, f"not a whole .npy file ({error}).") from error
       if array.shape != want:
         raise data_files.DataError(path, None, f"holds {list(array.shape)} embeddings where"
                                                f" {META} says {list(want)}.")
-      self._shards.append(array)
+      self._shards.append((path, array.offset, want[0]))
+      del array
+    self._stored = np.dtype(np.uint16 if self.meta["dtype"] == "bfloat16" else np.float32)
 
   def __len__(self) -> int:
     return self.rows
@@ -228,11 +232,15 @@ class EmbeddingShards:
     start, stop, _ = rows.indices(self.rows)
     parts = []
     for shard in range(start // self.shard_size, math.ceil(stop / self.shard_size)):
-      offset = shard * self.shard_size
-      part = self._shards[shard][max(start - offset, 0):stop - offset]
+      path, offset, count = self._shards[shard]
+      first = max(start - shard * self.shard_size, 0)
+      last = min(stop - shard * self.shard_size, count)
+      with open(path, "rb") as f:
+        f.seek(offset + first * self.dim * self._stored.itemsize)
+        part = np.fromfile(f, self._stored, (last - first) * self.dim)
       if self.meta["dtype"] == "bfloat16":
         part = part.view(jnp.bfloat16)
-      parts.append(np.asarray(part, np.float32))
+      parts.append(part.astype(np.float32, copy=False).reshape(last - first, self.dim))
     return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
 
   def ids(self) -> list[str]:
@@ -241,9 +249,9 @@ class EmbeddingShards:
     for shard in range(len(self._shards)):
       path = _shard_path(self.directory, shard, "ids.json")
       shard_ids = json.loads(path.read_text()) if path.exists() else None
-      if shard_ids is None or len(shard_ids) != len(self._shards[shard]):
+      rows = self._shards[shard][2]
+      if shard_ids is None or len(shard_ids) != rows:
         count = "no" if shard_ids is None else len(shard_ids)
-        raise data_files.DataError(path, None, f"{count} ids for {len(self._shards[shard])}"
-                                               " rows.")
+        raise data_files.DataError(path, None, f"{count} ids for {rows} rows.")
       out.extend(shard_ids)
     return out
