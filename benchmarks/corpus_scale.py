@@ -1,20 +1,30 @@
-r"""Corpus scale: encode and search N synthetic passages in memory that stays flat in N, and
-the per-device memory of the real sizes from compiler analyses.
+r"""Corpus scale: encode and search N passages in host memory that stays flat in N, as
+fast as sentence-transformers and faiss, and the per-device memory of the real sizes.
 
-  python benchmarks/corpus_scale.py [--sizes 100000 300000 1000000] [--skip_runs]
+  python benchmarks/corpus_scale.py [--parts runs encode search analyses]
+      [--sizes 100000 300000 1000000]
 
-1. For each N, in a fresh process: `embedding_shards.encode` of N synthetic passages (made
-   on the fly from their index: the corpus is never held) with the tiny model
-   (models/t5_1_1_tiny.gin, 64 tokens) into a temporary directory, then
-   `retrieval.sharded_top_k` of 1,000 queries over the shards, 100,000 rows a chunk. Reports
-   passages/s of each and the process's peak RSS; the peak at the largest N over that at the
-   smallest should stay near 1 (the ids, 70 bytes a row, are the only part that grows).
-2. From abstract shapes on 8 simulated devices (nothing allocated): the compiled memory of
-   one search step over MS MARCO's 8.8M x 768 corpus (6,980 queries, top 1,000, 1M rows a
-   chunk), and of embedding a batch of 256 passages of 256 tokens with a T5 v1.1 XXL SDE
-   whose parameters are split over NUM_PARTITIONS = 8.
+- runs: for each N, in a fresh process, `embedding_shards.encode` of N synthetic passages
+  (made on the fly from their index: the corpus is never held) with the quickstart model
+  (models/t5_1_1_quickstart.gin, 64 tokens, batch 512) into a temporary directory, then
+  `retrieval.sharded_top_k` of 1,000 queries over the shards, 100,000 rows a chunk. Reports
+  passages/s of each and the process's peak RSS; the peak at the largest N over that at the
+  smallest should stay near 1 (the ids, ~70 bytes a row, are the only part that grows).
+- encode: our `embedding_shards.encode` against sentence-transformers' `encode` of the same
+  512 texts with an SDE of T5 v1.1 small dimensions (float32, batch 128, 128 tokens: every
+  text is longer, so both cut it there), each in a process of its own, interleaved with the
+  matmul rate over 3 rounds (`train_throughput.Contender`). MFU = 2 x non-embedding
+  parameters x tokens / wall seconds / matmul rate.
+- search: top-100 of 1,000 queries over 1M x 768 random unit vectors stored as shards,
+  streamed 100,000 rows a chunk, against faiss `IndexFlatIP` holding them all in memory, on
+  the same data in one process (medians of 3; the results must agree).
+- analyses: from abstract shapes on 8 simulated devices (nothing allocated), the compiled
+  memory of one search step over MS MARCO's 8.8M x 768 corpus (6,980 queries, top 1,000,
+  1M rows a chunk), and of embedding a batch of 256 passages of 256 tokens with a T5 v1.1
+  XXL SDE whose parameters are split over NUM_PARTITIONS = 8.
 
-Writes benchmarks/results/corpus_scale.json.
+Needs the `[bench]` extra (faiss, sentence-transformers). Writes
+benchmarks/results/corpus_scale.json.
 """
 
 import argparse
@@ -32,10 +42,10 @@ WORDS = [f"w{i}" for i in range(400)]
 
 
 class SyntheticCorpus:
-  """N passages "p<i>" -> 40 words drawn from the index: a Mapping that holds nothing."""
+  """N passages "p<i>" -> `words` words drawn from the index: a Mapping that holds nothing."""
 
-  def __init__(self, size: int):
-    self.size = size
+  def __init__(self, size: int, words: int = 40):
+    self.size, self.words = size, words
 
   def __len__(self):
     return self.size
@@ -45,15 +55,15 @@ class SyntheticCorpus:
 
   def __getitem__(self, doc_id: str) -> str:
     i = int(doc_id[1:])
-    return " ".join(WORDS[(i * 7919 + j * 104729) % len(WORDS)] for j in range(40))
+    return " ".join(WORDS[(i * 7919 + j * 104729) % len(WORDS)] for j in range(self.words))
 
 
 def _model():
-  """The tiny SDE of models/t5_1_1_tiny.gin and its random parameters."""
+  """The SDE of models/t5_1_1_quickstart.gin and its random parameters."""
   import jax  # pylint: disable=g-import-not-at-top
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   from samtone_jax import launch  # pylint: disable=g-import-not-at-top
-  model, _ = launch.read_run(["models/t5_1_1_tiny.gin", "architectures/sde.gin"], [])
+  model, _ = launch.read_run(["models/t5_1_1_quickstart.gin", "architectures/sde.gin"], [])
   ids = jax.numpy.zeros((1, 64), jax.numpy.int32)
   return model, nn.unbox(model.init(jax.random.key(0), ids, ids))["params"]
 
@@ -85,6 +95,135 @@ def run_one(size: int) -> dict:
           "search_s": search_s, "search_passages_per_s": size / search_s,
           "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
           "dim": int(np.asarray(queries).shape[1])}
+
+
+def build_jax_encode(size: str, batch: int, length: int, passages: int):
+  """A Contender's build: our `embedding_shards.encode` of `passages` synthetic texts (each
+  over `length` tokens) with a T5 v1.1 `size` SDE, float32, into a fresh directory."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import train_throughput  # pylint: disable=g-import-not-at-top
+  from samtone_jax import embedding_shards, partitioning, retrieval, run_dir  # pylint: disable=g-import-not-at-top
+  from samtone_jax.tasks import vocabularies  # pylint: disable=g-import-not-at-top
+  info = train_throughput.jax_info("float32")
+  model = train_throughput.jax_model(size, "float32")
+  ids = jax.numpy.zeros((1, length), jax.numpy.int32)
+  params = nn.unbox(model.init(jax.random.key(0), ids, ids))["params"]
+  info["params"] = sum(x.size for path, x in jax.tree_util.tree_leaves_with_path(params)
+                       if "token_embedding" not in jax.tree_util.keystr(path))
+  mesh, embed = partitioning.create_mesh(), run_dir.encoders(model)[1]
+  vocabulary, corpus = vocabularies.quickstart_vocabulary(), SyntheticCorpus(passages, length)
+
+  def run():
+    with tempfile.TemporaryDirectory() as directory:
+      embedding_shards.encode(directory, embed, params, corpus,
+                              lambda texts: retrieval.tokenize(texts, vocabulary, length),
+                              mesh, batch_size=batch)
+
+  run()
+  return lambda: train_throughput.seconds(run), info
+
+
+def build_torch_encode(size: str, batch: int, length: int, passages: int):
+  """A Contender's build: sentence-transformers' `encode` of the same texts with an SDE of
+  the same sizes (`train_throughput.st_model`), float32, on the CPU."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import train_throughput  # pylint: disable=g-import-not-at-top
+  model = train_throughput.st_model(size, "cpu", max_seq_length=length, words=tuple(WORDS))
+  model.eval()
+  corpus = SyntheticCorpus(passages, length)
+  texts = [corpus[i] for i in corpus]
+  tokens = model.tokenize(texts[:1])["input_ids"].shape[1]
+  if tokens != length:
+    raise AssertionError(f"sentence-transformers cut a text to {tokens} tokens, not {length}")
+  run = lambda: model.encode(texts, batch_size=batch, convert_to_numpy=True,
+                             show_progress_bar=False)
+  run()
+  return lambda: train_throughput.seconds(run), {
+      "params": train_throughput.torch_non_embedding_params(model),
+      "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def encode_comparison(size: str = "small", batch: int = 128, length: int = 128,
+                      passages: int = 512, rounds: int = 3) -> dict:
+  """Ours against sentence-transformers' encode, interleaved with the matmul rate."""
+  import statistics  # pylint: disable=g-import-not-at-top
+  import train_throughput  # pylint: disable=g-import-not-at-top
+  shape = dict(size=size, batch=batch, length=length, passages=passages)
+  contenders = {"samtone_jax": train_throughput.Contender(build_jax_encode, **shape),
+                "sentence_transformers": train_throughput.Contender(build_torch_encode,
+                                                                    **shape)}
+  params = contenders["samtone_jax"].info["params"]
+  if contenders["sentence_transformers"].info["params"] != params:
+    raise AssertionError("the models differ: "
+                         f"{contenders['sentence_transformers'].info['params']} != {params}")
+  rate = train_throughput.Contender(train_throughput.build_rate, dtype="float32")
+  everyone = [*contenders.values(), rate]
+  times, rates = {name: [] for name in contenders}, []
+  for i in range(rounds):
+    for name, contender in contenders.items():
+      times[name].append(contender.measure(everyone))
+    rates.append(rate.measure(everyone))
+    print(f"encode round {i + 1}/{rounds}: " + ", ".join(
+        f"{name} {times[name][-1][0]:.2f} s" for name in contenders)
+          + f", matmul {rates[-1][0] / 1e12:.3f} TFLOP/s; others took "
+          + "/".join(f"{m[-1][2]:.0%}" for m in [*times.values(), rates])
+          + ", an idle contender at most "
+          + "/".join(f"{m[-1][3]:.1%}" for m in [*times.values(), rates]), flush=True)
+  for contender in everyone:
+    contender.close()
+  flops = 2 * params * passages * length
+  rows = {name: {
+      "wall_seconds": statistics.median(t[0] for t in measured),
+      "passages_per_second": statistics.median(passages / t[0] for t in measured),
+      "mfu": statistics.median(flops / t[0] / r[0] for t, r in zip(measured, rates))}
+      for name, measured in times.items()}
+  rows["sentence_transformers"]["ours_faster"] = statistics.median(
+      theirs[0] / ours[0] for theirs, ours in zip(times["sentence_transformers"],
+                                                    times["samtone_jax"]))
+  return dict(shape, non_embedding_params=params, flops=flops, rows=rows,
+              matmul_flops_per_second=statistics.median(r[0] for r in rates),
+              measurements=times, matmul_all=rates)
+
+
+def search_comparison(rows: int = 1_000_000, dim: int = 768, queries: int = 1000,
+                      k: int = 100, chunk_rows: int = 100_000, repeats: int = 3) -> dict:
+  """Streamed top-k over shards on disk against faiss IndexFlatIP in memory, same data."""
+  import resource  # pylint: disable=g-import-not-at-top
+  import faiss  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from samtone_jax import embedding_shards, partitioning, retrieval  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  unit = lambda n: (lambda x: x / np.linalg.norm(x, axis=1, keepdims=True))(
+      rng.normal(size=(n, dim)).astype(np.float32))
+  query_vectors = unit(queries)
+  mesh = partitioning.create_mesh()
+  with tempfile.TemporaryDirectory() as directory:
+    path = pathlib.Path(directory)
+    (path / embedding_shards.META).write_text(json.dumps(
+        {"rows": rows, "dim": dim, "dtype": "float32", "shard_size": chunk_rows}))
+    for shard, start in enumerate(range(0, rows, chunk_rows)):  # as `encode` writes them
+      count = min(chunk_rows, rows - start)
+      embedding_shards._write_shard(path, shard, [f"d{i}" for i in range(start, start + count)],  # pylint: disable=protected-access
+                                    unit(count))
+    shards = embedding_shards.EmbeddingShards(path)
+    ours = {}
+    search = lambda: ours.update(zip(("scores", "ids"), retrieval.sharded_top_k(
+        mesh, query_vectors, shards, k=k, chunk_rows=chunk_rows)))
+    ours_s = _common.time_calls(search, repeats)
+    ours_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    index = faiss.IndexFlatIP(dim)
+    for start in range(0, rows, chunk_rows):
+      index.add(shards[start:start + chunk_rows])
+  theirs = {}
+  faiss_s = _common.time_calls(lambda: theirs.update(zip(("scores", "ids"), index.search(
+      query_vectors, k))), repeats)
+  return {"rows": rows, "dim": dim, "queries": queries, "k": k, "chunk_rows": chunk_rows,
+          "samtone_jax_seconds": ours_s, "faiss_seconds": faiss_s,
+          "time_ratio": ours_s / faiss_s, "faiss": faiss.__version__,
+          "peak_rss_mib_before_faiss": ours_rss,
+          "same_ids_fraction": float(np.mean(ours["ids"] == theirs["ids"])),
+          "max_score_difference": float(np.max(np.abs(ours["scores"] - theirs["scores"])))}
 
 
 def memory_analyses() -> dict:
@@ -132,34 +271,48 @@ def memory_analyses() -> dict:
   return out
 
 
+PARTS = ("runs", "encode", "search", "analyses")
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
   parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
-  parser.add_argument("--skip_runs", action="store_true", help="only the memory analyses")
-  parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a child's size
-  parser.add_argument("--analyses", action="store_true", help=argparse.SUPPRESS)
+  parser.add_argument("--child", help=argparse.SUPPRESS)  # a child's part: "run=N", ...
   parser.add_argument("--out", type=pathlib.Path,
                       default=ROOT / "benchmarks" / "results" / "corpus_scale.json")
   args = parser.parse_args()
-  if args.one or args.analyses:
-    print(json.dumps(run_one(args.one) if args.one else memory_analyses()))
+  if args.child:
+    part, _, size = args.child.partition("=")
+    print(json.dumps({"run": lambda: run_one(int(size)), "search": search_comparison,
+                      "analyses": memory_analyses}[part]()))
     return
-  child = lambda *flags, devices: json.loads(subprocess.run(
-      [sys.executable, __file__, *flags], cwd=ROOT, check=True, capture_output=True, text=True,
+  # Each part in a fresh process (the parent starts no JAX backend): a peak RSS is its own.
+  child = lambda part, devices=1: json.loads(subprocess.run(
+      [sys.executable, __file__, f"--child={part}"], cwd=ROOT, check=True,
+      stdout=subprocess.PIPE, text=True,
       env=dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
   ).stdout.splitlines()[-1])
   results = {"machine": _common.machine(devices=False)}
-  if not args.skip_runs:
+  if "runs" in args.parts:
     results["runs"] = []
     for size in args.sizes:
-      results["runs"].append(child(f"--one={size}", devices=1))
-      print(json.dumps(results["runs"][-1]))
+      results["runs"].append(child(f"run={size}"))
+      print(json.dumps(results["runs"][-1]), flush=True)
     peaks = [r["peak_rss_mib"] for r in results["runs"]]
     results["peak_rss_largest_over_smallest"] = peaks[-1] / peaks[0]
-  results["memory_analyses"] = child("--analyses", devices=8)
-  print(json.dumps(results["memory_analyses"], indent=2))
+  if "encode" in args.parts:
+    results["encode"] = encode_comparison()
+    print(json.dumps(results["encode"]["rows"], indent=2), flush=True)
+  if "search" in args.parts:
+    results["search"] = child("search")
+    print(json.dumps(results["search"], indent=2), flush=True)
+  if "analyses" in args.parts:
+    results["memory_analyses"] = child("analyses", devices=8)
+    print(json.dumps(results["memory_analyses"], indent=2))
   args.out.parent.mkdir(parents=True, exist_ok=True)
   args.out.write_text(json.dumps(results, indent=2))
+  print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ import pathlib
 import statistics
 import tempfile
 import time
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -106,18 +107,19 @@ def jax_train_step(size: str, batch: dict[str, np.ndarray], dtype: str,
   return run, params, flops
 
 
-def torch_train_step(size: str, batch: dict[str, np.ndarray], dtype: str, device: str):
-  """sentence-transformers' train step on a T5EncoderModel of the same sizes: (run, model
-  parameters other than the token embedding)."""
+def st_model(size: str, device: str, max_seq_length: int = 512,
+             words: tuple[str, ...] = ()):
+  """sentence-transformers' SDE on a randomly initialised `T5EncoderModel` of T5 v1.1
+  `size`: mean pooling, a 768-d projection without bias, L2 normalisation. Its tokenizer
+  splits on whitespace and maps `words` to ids 3, 4, ... (0-2: pad, EOS, unknown)."""
   import tokenizers
   import torch
   import transformers
   import sentence_transformers
   try:
-    from sentence_transformers.sentence_transformer import losses as st_losses
     from sentence_transformers.sentence_transformer import modules
   except ImportError:  # releases before the modules moved
-    from sentence_transformers import losses as st_losses, models as modules
+    from sentence_transformers import models as modules
 
   dims = SIZES[size]
   config = transformers.T5Config(
@@ -128,16 +130,35 @@ def torch_train_step(size: str, batch: dict[str, np.ndarray], dtype: str, device
   torch.manual_seed(0)
   folder = tempfile.mkdtemp(prefix="t5_encoder_")
   transformers.T5EncoderModel(config).save_pretrained(folder)
-  # Transformer() loads a tokenizer from the folder; the step feeds token ids directly.
-  vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+  vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: 3 + i for i, w in enumerate(words)}}
+  tokenizer = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, "<unk>"))
+  tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.WhitespaceSplit()
   transformers.PreTrainedTokenizerFast(
-      tokenizer_object=tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, "<unk>")),
-      pad_token="<pad>", eos_token="</s>", unk_token="<unk>").save_pretrained(folder)
-  model = sentence_transformers.SentenceTransformer(modules=[
-      modules.Transformer(folder), modules.Pooling(dims["d_model"], pooling_mode="mean"),
+      tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+  ).save_pretrained(folder)
+  return sentence_transformers.SentenceTransformer(modules=[
+      modules.Transformer(folder, max_seq_length=max_seq_length),
+      modules.Pooling(dims["d_model"], pooling_mode="mean"),
       modules.Dense(dims["d_model"], EMBEDDING_DIM, bias=False,
                     activation_function=torch.nn.Identity()),
       modules.Normalize()], device=device)
+
+
+def torch_non_embedding_params(model) -> int:
+  return sum(p.numel() for name, p in model.named_parameters()
+             if "shared" not in name and "embed_tokens" not in name)
+
+
+def torch_train_step(size: str, batch: dict[str, np.ndarray], dtype: str, device: str):
+  """sentence-transformers' train step on a T5EncoderModel of the same sizes: (run, model
+  parameters other than the token embedding). The step feeds token ids directly."""
+  import torch
+  try:
+    from sentence_transformers.sentence_transformer import losses as st_losses
+  except ImportError:  # releases before the modules moved
+    from sentence_transformers import losses as st_losses
+
+  model = st_model(size, device)
   model.train()
   loss = st_losses.MultipleNegativesRankingLoss(
       model, scale=1.0 / TEMPERATURE, directions=("query_to_doc", "query_to_query"))
@@ -157,9 +178,7 @@ def torch_train_step(size: str, batch: dict[str, np.ndarray], dtype: str, device
     if device.startswith("cuda"):
       torch.cuda.synchronize()
 
-  params = sum(p.numel() for name, p in model.named_parameters()
-               if "shared" not in name and "embed_tokens" not in name)
-  return run, params
+  return run, torch_non_embedding_params(model)
 
 
 def matmul_rate(dtype: str, backend: str):
@@ -195,6 +214,17 @@ def _cpu_seconds_since_boot():
     return None
   hz = os.sysconf("SC_CLK_TCK")
   return (sum(ticks) - ticks[3] - ticks[4]) / hz, sum(ticks) / hz  # less idle and iowait
+
+
+def process_cpu_seconds(pid: int) -> float:
+  """User + system CPU seconds of process `pid` so far, all its threads, from
+  /proc/<pid>/stat (nan where there is none)."""
+  try:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+      fields = f.read().rsplit(")", 1)[1].split()  # after the command name
+  except OSError:
+    return math.nan
+  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def seconds(run) -> tuple[float, float, float]:
@@ -248,19 +278,23 @@ def print_table(rows: dict) -> None:
 
 
 class Contender:
-  """One train step (or the matmul rate) in a process of its own, so that no runtime's idle
-  threads or allocator slow another. The process builds and warms up its step; each
-  `measure()` runs it twice and times the second run (`seconds()`, inside the process), as in
-  training, where steps follow steps: on the 2-core CPU the first step after another
-  process's work was up to 2x slower (seen for ours after a PyTorch step, in one process or
-  two), the next one not."""
+  """A timed thing (a train step, an encode, the matmul rate) in a process of its own, so
+  that no runtime's idle threads or allocator slow another. The process runs
+  `build(**kwargs)` -> (measure, info): `measure()` does the work once and returns (wall s
+  or rate, CPU s or rate, the share of the machine other processes took). Each
+  `measure(watch)` runs it twice and times the second run, as in training, where steps
+  follow steps: on the 2-core CPU the first step after another process's work was up to 2x
+  slower. It also returns the largest share of the machine (CPU seconds over wall seconds x
+  cores) that a process of `watch` (the other contenders, idle meanwhile) took during the
+  timed run."""
 
-  def __init__(self, kind: str, **kwargs):
+  def __init__(self, build: Callable[..., tuple[Callable[[], tuple], dict]], **kwargs):
     context = multiprocessing.get_context("spawn")
     self._conn, child = context.Pipe()
-    self._process = context.Process(target=_serve, args=(child, kind), kwargs=kwargs,
+    self._process = context.Process(target=_serve, args=(child, build), kwargs=kwargs,
                                     daemon=True)
     self._process.start()
+    self.pid = self._process.pid
     self.info = self._reply()
 
   def _reply(self):
@@ -269,47 +303,71 @@ class Contender:
       raise reply
     return reply
 
-  def measure(self):
-    self._conn.send("measure")
+  def measure(self, watch: Sequence["Contender"] = ()) -> tuple:
+    """(what `measure()` returns..., the largest idle share of `watch`)."""
+    self._conn.send(("measure", [c.pid for c in watch if c is not self]))
     return self._reply()
 
   def close(self):
-    self._conn.send("stop")
+    self._conn.send(("stop", []))
     self._process.join()
 
 
-def _serve(conn, kind: str, size: str, batch: int, lengths: tuple[int, int], dtype,
-           grad_cache_chunk=None, device=None):
-  """A contender's process: kind "jax" (our step; `dtype` None: float32 on CPU, bfloat16
-  on GPU), "rate" (the matmul rate) or "torch" (sentence-transformers' step on `device`)."""
+def _serve(conn, build, **kwargs):
   os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # torch shares a GPU
   try:
-    ids = random_batch(batch, lengths)
-    if kind == "torch":
-      import torch
-      step, params = torch_train_step(size, ids, dtype, device)
-      info = {"params": params, "torch": torch.__version__, "threads": torch.get_num_threads()}
-    else:
-      machine = _common.machine()
-      backend = machine["backend"]
-      dtype = dtype or ("float32" if backend == "cpu" else "bfloat16")
-      info = {"backend": backend, "device_kind": machine["device_kind"],
-              "devices": machine["devices"], "dtype": dtype, "machine": machine}
-      if kind == "rate":
-        measure = matmul_rate(dtype, backend)
-      else:
-        step, info["params"], info["xla_flops"] = jax_train_step(size, ids, dtype,
-                                                                  grad_cache_chunk)
-    if kind != "rate":
-      step()  # warm-up (and torch's first allocations)
-      measure = lambda: seconds(step)
+    measure, info = build(**kwargs)
     conn.send(info)
-    while conn.recv() == "measure":
-      measure()  # untimed: the first step after the others ran is slower (see Contender)
-      conn.send(measure())
+    while True:
+      command, watch = conn.recv()
+      if command != "measure":
+        break
+      measure()  # untimed: the first run after the others ran is slower (see Contender)
+      before, start = [process_cpu_seconds(pid) for pid in watch], time.perf_counter()
+      result = measure()
+      wall = time.perf_counter() - start
+      idle = [(process_cpu_seconds(pid) - b) / (wall * os.cpu_count())
+              for pid, b in zip(watch, before)]
+      conn.send((*result, max(idle, default=0.0)))
   except BaseException as e:  # pylint: disable=broad-except  (the parent raises it)
-    conn.send(RuntimeError(f"{kind} contender: {type(e).__name__}: {e}"))
+    conn.send(RuntimeError(f"{getattr(build, '__name__', build)}: {type(e).__name__}: {e}"))
     raise
+
+
+def jax_info(dtype) -> dict:
+  """The backend, its devices and the activations' dtype (None: float32 on CPU, bfloat16
+  elsewhere)."""
+  machine = _common.machine()
+  backend = machine["backend"]
+  return {"backend": backend, "device_kind": machine["device_kind"],
+          "devices": machine["devices"], "machine": machine,
+          "dtype": dtype or ("float32" if backend == "cpu" else "bfloat16")}
+
+
+def build_jax_step(size: str, batch: int, lengths: tuple[int, int], dtype=None,
+                   grad_cache_chunk=None):
+  """A Contender's build: our train step, warmed up."""
+  info = jax_info(dtype)
+  step, info["params"], info["xla_flops"] = jax_train_step(
+      size, random_batch(batch, lengths), info["dtype"], grad_cache_chunk)
+  step()
+  return lambda: seconds(step), info
+
+
+def build_torch_step(size: str, batch: int, lengths: tuple[int, int], dtype: str,
+                     device: str):
+  """A Contender's build: sentence-transformers' train step on `device`, warmed up."""
+  import torch
+  step, params = torch_train_step(size, random_batch(batch, lengths), dtype, device)
+  step()  # and torch's first allocations
+  return lambda: seconds(step), {"params": params, "torch": torch.__version__,
+                                 "threads": torch.get_num_threads()}
+
+
+def build_rate(dtype=None):
+  """A Contender's build: the matmul rate (`matmul_rate`)."""
+  info = jax_info(dtype)
+  return matmul_rate(info["dtype"], info["backend"]), info
 
 
 def main():
@@ -332,7 +390,7 @@ def main():
   common = dict(size=args.size, batch=args.batch, lengths=lengths)
   # The parent process only orchestrates: it starts no JAX backend (on a GPU it would hold
   # memory) and times nothing itself.
-  contenders = {"samtone_jax": Contender("jax", dtype=args.dtype,
+  contenders = {"samtone_jax": Contender(build_jax_step, dtype=args.dtype,
                                          grad_cache_chunk=args.grad_cache_chunk, **common)}
   info = contenders["samtone_jax"].info
   backend, dtype, params, xla_flops = (info[k] for k in ("backend", "dtype", "params",
@@ -345,34 +403,36 @@ def main():
   no_mfu = set()
   if args.with_float32 and dtype != "float32":
     contenders["samtone_jax_float32"] = Contender(
-        "jax", dtype="float32", grad_cache_chunk=args.grad_cache_chunk, **common)
+        build_jax_step, dtype="float32", grad_cache_chunk=args.grad_cache_chunk, **common)
     no_mfu.add("samtone_jax_float32")
   torch_info = None
   if not args.skip_torch:
     contenders["sentence_transformers"] = Contender(
-        "torch", dtype=dtype, device="cuda" if backend == "gpu" else "cpu", **common)
+        build_torch_step, dtype=dtype, device="cuda" if backend == "gpu" else "cpu", **common)
     torch_info = contenders["sentence_transformers"].info
     if torch_info["params"] != params:
       raise AssertionError(f"the models differ: {params} parameters here,"
                            f" {torch_info['params']} in torch (token embeddings aside)")
-  rate = Contender("rate", dtype=dtype, **common)
+  rate = Contender(build_rate, dtype=dtype)
+  everyone = [*contenders.values(), rate]
 
   # Round by round: each step, then the matmul rate. Wall-clock figures are what a user
   # waits; on a CPU, the CPU seconds of the process (all threads) are also given. Each
   # measurement records the share of the machine that other processes took meanwhile: on a
   # shared machine the figures of the quiet rounds (others under QUIET of it) are also given.
-  times = {name: [] for name in contenders}  # (wall s, cpu s, others' share)
-  rates = []  # (FLOP/s, FLOP per CPU second, others' share)
+  times = {name: [] for name in contenders}  # (wall s, cpu s, others' share, idle share)
+  rates = []  # (FLOP/s, FLOP per CPU second, others' share, idle share)
   for i in range(args.steps):
     for name, contender in contenders.items():
-      times[name].append(contender.measure())
-    rates.append(rate.measure())
+      times[name].append(contender.measure(everyone))
+    rates.append(rate.measure(everyone))
     print(f"round {i + 1}/{args.steps}: " + ", ".join(
         f"{name} {times[name][-1][0]:.3f} s" for name in contenders)
           + f", matmul {rates[-1][0] / 1e12:.3f} TFLOP/s; other processes took "
           + "/".join(f"{m[-1][2]:.0%}" for m in [*times.values(), rates])
-          + " of the machine", flush=True)
-  for contender in [*contenders.values(), rate]:
+          + " of the machine, an idle contender at most "
+          + "/".join(f"{m[-1][3]:.1%}" for m in [*times.values(), rates]), flush=True)
+  for contender in everyone:
     contender.close()
 
   clocks = ["wall", "cpu"] if backend == "cpu" else ["wall"]
@@ -407,6 +467,7 @@ def main():
       "matmul_flops_per_cpu_second": statistics.median(r[1] for r in rates),
       "matmul_all": rates, "torch": torch_info,
       "nominal_bf16_peak": nominal, "step_seconds": times, "rows": rows,
+      "max_idle_contender_share": max(m[3] for m in [*sum(times.values(), []), *rates]),
       "quiet": {"max_others_share": QUIET, "rounds": quiet, "rows": quiet_rows}}, indent=2))
   print(f"wrote {out}")
 
