@@ -17,7 +17,7 @@ fast as sentence-transformers and faiss, and the per-device memory of the real s
   parameters x tokens / wall seconds / matmul rate.
 - search: top-100 of 1,000 queries over 1M x 768 random unit vectors stored as shards,
   streamed 100,000 rows a chunk, against faiss `IndexFlatIP` holding them all in memory, on
-  the same data in one process (medians of 3; the results must agree).
+  the same data in one process, interleaved over 3 rounds (the results must agree).
 - analyses: from abstract shapes on 8 simulated devices (nothing allocated), the compiled
   memory of one search step over MS MARCO's 8.8M x 768 corpus (6,980 queries, top 1,000,
   1M rows a chunk), and of embedding a batch of 256 passages of 256 tokens with a T5 v1.1
@@ -188,8 +188,10 @@ def encode_comparison(size: str = "small", batch: int = 128, length: int = 128,
 
 def search_comparison(rows: int = 1_000_000, dim: int = 768, queries: int = 1000,
                       k: int = 100, chunk_rows: int = 100_000, repeats: int = 3) -> dict:
-  """Streamed top-k over shards on disk against faiss IndexFlatIP in memory, same data."""
-  import resource  # pylint: disable=g-import-not-at-top
+  """Streamed top-k over shards on disk against faiss IndexFlatIP in memory, same data,
+  interleaved round by round (time_ratio: the median of the rounds' ratios)."""
+  import statistics  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
   import faiss  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from samtone_jax import embedding_shards, partitioning, retrieval  # pylint: disable=g-import-not-at-top
@@ -207,21 +209,25 @@ def search_comparison(rows: int = 1_000_000, dim: int = 768, queries: int = 1000
       embedding_shards._write_shard(path, shard, [f"d{i}" for i in range(start, start + count)],  # pylint: disable=protected-access
                                     unit(count))
     shards = embedding_shards.EmbeddingShards(path)
-    ours = {}
-    search = lambda: ours.update(zip(("scores", "ids"), retrieval.sharded_top_k(
-        mesh, query_vectors, shards, k=k, chunk_rows=chunk_rows)))
-    ours_s = _common.time_calls(search, repeats)
-    ours_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     index = faiss.IndexFlatIP(dim)
     for start in range(0, rows, chunk_rows):
       index.add(shards[start:start + chunk_rows])
-  theirs = {}
-  faiss_s = _common.time_calls(lambda: theirs.update(zip(("scores", "ids"), index.search(
-      query_vectors, k))), repeats)
+    ours, theirs, times = {}, {}, {"samtone_jax": [], "faiss": []}
+    searches = {"samtone_jax": lambda: ours.update(zip(("scores", "ids"), retrieval.sharded_top_k(
+                    mesh, query_vectors, shards, k=k, chunk_rows=chunk_rows))),
+                "faiss": lambda: theirs.update(zip(("scores", "ids"), index.search(
+                    query_vectors, k)))}
+    for round_ in range(repeats + 1):  # round 0 warms up (compilation, page cache)
+      for name, search in searches.items():
+        start = time.perf_counter()
+        search()
+        if round_:
+          times[name].append(time.perf_counter() - start)
+  ours_s, faiss_s = (statistics.median(times[name]) for name in searches)
   return {"rows": rows, "dim": dim, "queries": queries, "k": k, "chunk_rows": chunk_rows,
-          "samtone_jax_seconds": ours_s, "faiss_seconds": faiss_s,
-          "time_ratio": ours_s / faiss_s, "faiss": faiss.__version__,
-          "peak_rss_mib_before_faiss": ours_rss,
+          "samtone_jax_seconds": ours_s, "faiss_seconds": faiss_s, "seconds": times,
+          "time_ratio": statistics.median(a / b for a, b in zip(*times.values())),
+          "block_size": retrieval.BLOCK_SIZE, "faiss": faiss.__version__,
           "same_ids_fraction": float(np.mean(ours["ids"] == theirs["ids"])),
           "max_score_difference": float(np.max(np.abs(ours["scores"] - theirs["scores"])))}
 
@@ -241,8 +247,8 @@ def memory_analyses() -> dict:
   out = {}
   mesh = partitioning.create_mesh()
   queries, k, chunk, dim = 6980, 1000, 1_000_000, 768
-  rows = -(-chunk // mesh.shape["data"] // 4096) * 4096  # as sharded_top_k pads a chunk
-  step = retrieval._chunk_step(mesh, ("data",), k, k, 4096, rows)  # pylint: disable=protected-access
+  block, rows = retrieval.chunk_layout(chunk, mesh.shape["data"], retrieval.BLOCK_SIZE)
+  step = retrieval._chunk_step(mesh, ("data",), k, k, block, rows)  # pylint: disable=protected-access
   replicated, split = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
   shape = lambda s, dtype, sharding: jax.ShapeDtypeStruct(s, dtype, sharding=sharding)
   out["search_step_msmarco"] = dict(analysis(step.lower(

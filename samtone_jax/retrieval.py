@@ -24,6 +24,9 @@ from samtone_jax import data_files, embedding_shards
 from samtone_jax import metrics as metrics_lib
 
 Array = jax.Array
+# Documents scored at a time: [Q, 8192] scores. Fewer blocks merge faster (lax.top_k's cost
+# grows less than the block); 8192 scans 6% faster than 4096 on a 2-core CPU.
+BLOCK_SIZE = 8192
 
 
 def _scan_top_k(queries: Array, corpus: Array, valid: Array, offset: Array, k: int,
@@ -64,7 +67,7 @@ def _pad(corpus: Array, multiple: int) -> tuple[Array, Array]:
 
 
 @functools.partial(jax.jit, static_argnames=("k", "block_size"))
-def top_k(queries: Array, corpus: Array, k: int, block_size: int = 4096
+def top_k(queries: Array, corpus: Array, k: int, block_size: int = BLOCK_SIZE
           ) -> tuple[Array, Array]:
   """Exact top-k of dot-product scores.
 
@@ -86,9 +89,9 @@ def top_k(queries: Array, corpus: Array, k: int, block_size: int = 4096
                      jnp.int32(0), k, block_size)
 
 
-def sharded_top_k(mesh: Mesh, queries: Array, corpus: Any, k: int, block_size: int = 4096,
-                  data_axes: Sequence[str] = ("data",), chunk_rows: Optional[int] = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def sharded_top_k(mesh: Mesh, queries: Array, corpus: Any, k: int,
+                  block_size: int = BLOCK_SIZE, data_axes: Sequence[str] = ("data",),
+                  chunk_rows: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
   """`top_k` with the corpus split over the mesh's data axes (queries replicated), streamed
   through the devices `chunk_rows` documents at a time.
 
@@ -114,8 +117,7 @@ def sharded_top_k(mesh: Mesh, queries: Array, corpus: Any, k: int, block_size: i
   if not 0 < k <= n:
     raise ValueError(f"k={k} must be in [1, {n}] (the corpus size).")
   chunk = n if chunk_rows is None else min(chunk_rows, n)
-  block_size = min(block_size, math.ceil(chunk / devices))
-  rows = math.ceil(chunk / devices / block_size) * block_size  # a device's part of a chunk
+  block_size, rows = chunk_layout(chunk, devices, block_size)
   step = _chunk_step(mesh, data_axes, k, min(k, rows), block_size, rows)
   replicated = NamedSharding(mesh, PartitionSpec())
   split = NamedSharding(mesh, PartitionSpec(data_axes))
@@ -124,12 +126,32 @@ def sharded_top_k(mesh: Mesh, queries: Array, corpus: Any, k: int, block_size: i
   top = (_put(np.full((num_queries, k), -np.inf, np.float32), replicated),
          _put(np.full((num_queries, k), -1, np.int32), replicated))
   for start in range(0, n, chunk):
-    block = np.asarray(corpus[start:start + chunk], np.float32)
-    valid = np.arange(devices * rows) < len(block)
-    block = np.pad(block, ((0, devices * rows - len(block)), (0, 0)))
+    block = _padded(corpus[start:start + chunk], devices * rows)
+    valid = np.arange(devices * rows) < min(chunk, n - start)
     top = step(queries, _put(block, split), _put(valid, split), np.int32(start), *top)
   scores, indices = (np.asarray(x.addressable_data(0)) for x in top)  # replicated
   return scores, np.where(np.isfinite(scores), indices, -1)
+
+
+def chunk_layout(chunk: int, devices: int, block_size: int) -> tuple[int, int]:
+  """(block size, rows a device) of a chunk of `chunk` documents over `devices`: a device's
+  part in blocks of at most `block_size`, as even as they can be, so that a whole chunk
+  needs no padding when the devices divide it."""
+  blocks = math.ceil(chunk / devices / block_size)
+  block_size = math.ceil(chunk / devices / blocks)
+  return block_size, blocks * block_size
+
+
+def _padded(part: Any, rows: int) -> np.ndarray:
+  """`part` ([r, d], r <= rows) as float32 [rows, d] in a host buffer that JAX's CPU backend
+  uses without a copy (`embedding_shards.host_buffer`), zero rows after it."""
+  part = np.asarray(part, np.float32)
+  if (len(part) == rows and part.flags.c_contiguous
+      and part.ctypes.data % embedding_shards.ALIGNMENT == 0):
+    return part
+  out = embedding_shards.host_buffer(rows, part.shape[1])
+  out[:len(part)], out[len(part):] = part, 0
+  return out
 
 
 def _put(value: np.ndarray, sharding: NamedSharding) -> Array:

@@ -1,0 +1,53 @@
+"""The timing harness of benchmarks/train_throughput.py (and corpus_scale.py): each contender
+in a process of its own, and the CPU that an idle contender takes while another is timed."""
+
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+import train_throughput  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def _busy(seconds: float) -> None:
+  end = time.process_time() + seconds
+  while time.process_time() < end:
+    pass
+
+
+def build_busy(seconds: float):
+  """A Contender's build: `measure()` spins one core for `seconds` of CPU time."""
+  return lambda: train_throughput.seconds(lambda: _busy(seconds)), {"pid": os.getpid()}
+
+
+def test_process_cpu_seconds_counts_a_busy_process_and_not_a_sleeping_one():
+  child = subprocess.Popen([sys.executable, "-c",
+                            "import time\nend = time.process_time() + 0.5\n"
+                            "while time.process_time() < end: pass\ntime.sleep(30)"])
+  try:
+    start = time.perf_counter()
+    while train_throughput.process_cpu_seconds(child.pid) < 0.5:
+      assert time.perf_counter() - start < 20, "the child's busy half second never showed"
+      time.sleep(0.05)
+    asleep = train_throughput.process_cpu_seconds(child.pid)
+    time.sleep(0.5)
+    assert train_throughput.process_cpu_seconds(child.pid) - asleep < 0.05
+  finally:
+    child.kill()
+    child.wait()
+  assert train_throughput.process_cpu_seconds(child.pid) != train_throughput.process_cpu_seconds(
+      child.pid)  # nan: no such process
+
+
+def test_a_contender_times_its_run_and_sees_the_idle_one_idle():
+  timed, idle = (train_throughput.Contender(build_busy, seconds=0.3) for _ in range(2))
+  try:
+    assert timed.info["pid"] == timed.pid != idle.pid
+    wall, cpu, _, idle_share = timed.measure([timed, idle])
+    assert 0.25 < cpu < 1.0 and wall >= 0.9 * cpu
+    assert idle_share < 0.02
+  finally:
+    for contender in (timed, idle):
+      contender.close()
