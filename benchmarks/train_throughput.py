@@ -11,11 +11,14 @@ consecutive steps:
   projection and normalisation, and torch's Adafactor;
 - the machine's dense matmul rate: a large square matrix product in JAX (float32 on CPU,
   bfloat16 on GPU, or as --dtype says; accumulated in float32).
-Before the rounds, each contender also runs `--alone` times back to back while the others
-idle; the benchmark reports each one's time in the rounds over its time alone, and, for every
-timed run, the largest share of the machine that an idle contender took meanwhile (from
-/proc/<pid>/stat): a fair interleaving leaves both near 1 and 0. The JSON records the CPU
-model and its AVX-512, AVX512-BF16 and AMX flags.
+
+Before the rounds and after them, each contender also runs `--alone` times back to back
+while the others idle; the benchmark reports each one's time in the rounds over its time
+alone (before and after together), and, for every timed run, the largest share of the
+machine that an idle contender took meanwhile (from /proc/<pid>/stat): a fair interleaving
+leaves both near 1 and 0. The JSON records the CPU model and its AVX-512, AVX512-BF16 and
+AMX flags.
+
 Both train steps see the same random token ids (no padding), the same batch and lengths, and
 the same loss: SamToNe on the query side in the query->passage direction only (the
 sentence-transformers loss has no separate passage->query term), temperature 0.01.
@@ -26,7 +29,7 @@ products (attention's own products, 1-4% here, are not counted). On a GPU it is 
 against the card's nominal bfloat16 dense peak.
 
   python benchmarks/train_throughput.py [--size small] [--batch 64] [--lengths 32,128]
-      [--dtype float32|bfloat16] [--with_float32] [--steps 5] [--alone 3] [--skip_torch]
+      [--dtype float32|bfloat16] [--with_float32] [--steps 5] [--alone 2] [--skip_torch]
       [--out PATH]
 
 Imports only samtone_jax's model, loss, trainer, optimizer and partitioning modules (no gin
@@ -385,9 +388,9 @@ def main():
                       help="activations (parameters stay float32); default: float32 on CPU,"
                            " bfloat16 on GPU")
   parser.add_argument("--steps", type=int, default=5, help="timed rounds after compilation")
-  parser.add_argument("--alone", type=int, default=3,
-                      help="timed runs of each contender back to back before the rounds, the"
-                           " others idle: what each takes alone, against the rounds")
+  parser.add_argument("--alone", type=int, default=2,
+                      help="timed runs of each contender back to back before the rounds and"
+                           " after them, the others idle: what each takes alone")
   parser.add_argument("--grad_cache_chunk", type=int, help="our step with gradient caching")
   parser.add_argument("--skip_torch", action="store_true", help="ours and the matmul rate only")
   parser.add_argument("--with_float32", action="store_true",
@@ -429,14 +432,17 @@ def main():
   # waits; on a CPU, the CPU seconds of the process (all threads) are also given. Each
   # measurement records the share of the machine that other processes took meanwhile: on a
   # shared machine the figures of the quiet rounds (others under QUIET of it) are also given.
-  # First each contender alone (`--alone` runs back to back, the others idle), then the
-  # rounds: an interleaved round should take what the contender takes alone.
+  # Each contender alone (`--alone` runs back to back, the others idle) before the rounds
+  # and again after them, so that a drift of the machine during the run cancels: an
+  # interleaved round should take what the contender takes alone.
+  named = [*contenders.items(), ("matmul", rate)]
   alone = {name: [contender.measure(everyone) for _ in range(args.alone)]
-           for name, contender in [*contenders.items(), ("matmul", rate)]}
+           for name, contender in named}
   if args.alone:
-    print("alone (medians of " + f"{args.alone}): " + ", ".join(
-        f"{name} {statistics.median(m[0] for m in runs):.3f}" for name, runs in alone.items()),
-          flush=True)
+    median = {name: statistics.median(m[0] for m in runs) for name, runs in alone.items()}
+    print(f"alone, before the rounds (medians of {args.alone}): " + ", ".join(
+        f"{name} {median[name]:.3f} s" for name in contenders)
+          + f", matmul {median['matmul'] / 1e12:.3f} TFLOP/s", flush=True)
   times = {name: [] for name in contenders}  # (wall s, cpu s, others' share, idle share)
   rates = []  # (FLOP/s, FLOP per CPU second, others' share, idle share)
   for i in range(args.steps):
@@ -449,6 +455,8 @@ def main():
           + "/".join(f"{m[-1][2]:.0%}" for m in [*times.values(), rates])
           + " of the machine, an idle contender at most "
           + "/".join(f"{m[-1][3]:.1%}" for m in [*times.values(), rates]), flush=True)
+  for name, contender in named:
+    alone[name] += [contender.measure(everyone) for _ in range(args.alone)]
   for contender in everyone:
     contender.close()
 
@@ -473,7 +481,7 @@ def main():
       ratio = statistics.median(m[0] for m in (times.get(name) or rates)) / statistics.median(
           m[0] for m in runs)
       interleaved_over_alone[name] = 1 / ratio if name == "matmul" else ratio
-    print("time interleaved / alone: " + ", ".join(
+    print("time interleaved / alone (before and after the rounds): " + ", ".join(
         f"{name} {ratio:.3f}" for name, ratio in interleaved_over_alone.items()))
   if quiet_rows:
     print(f"the {len(quiet)} quiet rounds (other processes under {QUIET:.0%} of the machine):")
