@@ -158,19 +158,8 @@ def encode_comparison(size: str = "small", batch: int = 128, length: int = 128,
     raise AssertionError("the models differ: "
                          f"{contenders['sentence_transformers'].info['params']} != {params}")
   rate = train_throughput.Contender(train_throughput.build_rate, dtype="float32")
-  everyone = [*contenders.values(), rate]
-  times, rates = {name: [] for name in contenders}, []
-  for i in range(rounds):
-    for name, contender in contenders.items():
-      times[name].append(contender.measure(everyone))
-    rates.append(rate.measure(everyone))
-    print(f"encode round {i + 1}/{rounds}: " + ", ".join(
-        f"{name} {times[name][-1][0]:.2f} s" for name in contenders)
-          + f", matmul {rates[-1][0] / 1e12:.3f} TFLOP/s; others took "
-          + "/".join(f"{m[-1][2]:.0%}" for m in [*times.values(), rates])
-          + ", an idle contender at most "
-          + "/".join(f"{m[-1][3]:.1%}" for m in [*times.values(), rates]), flush=True)
-  for contender in everyone:
+  times, rates = train_throughput.interleave(contenders, rate, rounds, label="encode round")
+  for contender in [*contenders.values(), rate]:
     contender.close()
   flops = 2 * params * passages * length
   rows = {name: {

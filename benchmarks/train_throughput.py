@@ -343,6 +343,26 @@ def _serve(conn, build, **kwargs):
     raise
 
 
+def interleave(contenders: dict[str, Contender], rate: Contender, rounds: int,
+               label: str = "round") -> tuple[dict[str, list[tuple]], list[tuple]]:
+  """`rounds` rounds of each contender's `measure`, then the matmul rate's, printed as they
+  come: ({name: [(wall s, CPU s, others' share, idle share)] a round}, [(FLOP/s, FLOP per
+  CPU second, others' share, idle share)] a round)."""
+  everyone = [*contenders.values(), rate]
+  times, rates = {name: [] for name in contenders}, []
+  for i in range(rounds):
+    for name, contender in contenders.items():
+      times[name].append(contender.measure(everyone))
+    rates.append(rate.measure(everyone))
+    print(f"{label} {i + 1}/{rounds}: " + ", ".join(
+        f"{name} {times[name][-1][0]:.3f} s" for name in contenders)
+          + f", matmul {rates[-1][0] / 1e12:.3f} TFLOP/s; other processes took "
+          + "/".join(f"{m[-1][2]:.0%}" for m in [*times.values(), rates])
+          + " of the machine, an idle contender at most "
+          + "/".join(f"{m[-1][3]:.1%}" for m in [*times.values(), rates]), flush=True)
+  return times, rates
+
+
 def jax_info(dtype) -> dict:
   """The backend, its devices and the activations' dtype (None: float32 on CPU, bfloat16
   elsewhere)."""
@@ -443,18 +463,7 @@ def main():
     print(f"alone, before the rounds (medians of {args.alone}): " + ", ".join(
         f"{name} {median[name]:.3f} s" for name in contenders)
           + f", matmul {median['matmul'] / 1e12:.3f} TFLOP/s", flush=True)
-  times = {name: [] for name in contenders}  # (wall s, cpu s, others' share, idle share)
-  rates = []  # (FLOP/s, FLOP per CPU second, others' share, idle share)
-  for i in range(args.steps):
-    for name, contender in contenders.items():
-      times[name].append(contender.measure(everyone))
-    rates.append(rate.measure(everyone))
-    print(f"round {i + 1}/{args.steps}: " + ", ".join(
-        f"{name} {times[name][-1][0]:.3f} s" for name in contenders)
-          + f", matmul {rates[-1][0] / 1e12:.3f} TFLOP/s; other processes took "
-          + "/".join(f"{m[-1][2]:.0%}" for m in [*times.values(), rates])
-          + " of the machine, an idle contender at most "
-          + "/".join(f"{m[-1][3]:.1%}" for m in [*times.values(), rates]), flush=True)
+  times, rates = interleave(contenders, rate, args.steps)
   for name, contender in named:
     alone[name] += [contender.measure(everyone) for _ in range(args.alone)]
   for contender in everyone:
