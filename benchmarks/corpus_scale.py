@@ -109,8 +109,7 @@ def build_jax_encode(size: str, batch: int, length: int, passages: int):
   model = train_throughput.jax_model(size, "float32")
   ids = jax.numpy.zeros((1, length), jax.numpy.int32)
   params = nn.unbox(model.init(jax.random.key(0), ids, ids))["params"]
-  info["params"] = sum(x.size for path, x in jax.tree_util.tree_leaves_with_path(params)
-                       if "token_embedding" not in jax.tree_util.keystr(path))
+  info["params"] = train_throughput.jax_non_embedding_params(params)
   mesh, embed = partitioning.create_mesh(), run_dir.encoders(model)[1]
   vocabulary, corpus = vocabularies.quickstart_vocabulary(), SyntheticCorpus(passages, length)
 

@@ -83,6 +83,12 @@ def jax_model(size: str, dtype: str) -> dual_encoder.DualEncoder:
   return dual_encoder.DualEncoder(config, "sde", embedding_dim=EMBEDDING_DIM)
 
 
+def jax_non_embedding_params(params) -> int:
+  """How many parameters of our model are not the token embedding."""
+  return sum(x.size for path, x in jax.tree_util.tree_leaves_with_path(params)
+             if "token_embedding" not in jax.tree_util.keystr(path))
+
+
 def jax_train_step(size: str, batch: dict[str, np.ndarray], dtype: str,
                    grad_cache_chunk=None):
   """Our compiled train step on all devices, ready to run: (run, non-embedding parameters,
@@ -105,8 +111,7 @@ def jax_train_step(size: str, batch: dict[str, np.ndarray], dtype: str,
     flops = float(compiled.cost_analysis()["flops"])
   except (KeyError, TypeError, IndexError):
     flops = None
-  params = sum(x.size for path, x in jax.tree_util.tree_leaves_with_path(state.params)
-               if "token_embedding" not in jax.tree_util.keystr(path))
+  params = jax_non_embedding_params(state.params)
   holder = {"state": state}
 
   def run():
