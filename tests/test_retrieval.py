@@ -31,6 +31,32 @@ def test_top_k_equals_brute_force_with_ties(k, block_size):
   np.testing.assert_allclose(scores, want_scores)
 
 
+
+@pytest.mark.parametrize("few", [0, 2, 1000])
+def test_both_merges_equal_brute_force_with_ties(monkeypatch, few):
+  """A block merges only its best groups when no query has more than FEW above its floor,
+  else whole: FEW = 0 merges (nearly) every block whole, 1000 none, 2 a mix; all exact."""
+  monkeypatch.setattr(retrieval, "FEW", few)
+  jax.clear_caches()  # FEW is read when top_k is traced
+  queries, corpus = _case(2, n=3000)
+  scores, indices = retrieval.top_k(queries, corpus, k=20, block_size=64)
+  want_scores, want_indices = _brute_force(queries, corpus, 20)
+  np.testing.assert_array_equal(indices, want_indices)
+  np.testing.assert_allclose(scores, want_scores)
+  jax.clear_caches()
+
+
+def test_best_groups_merge_in_document_order(monkeypatch):
+  """Two groups of a block, the later one with the higher best score: their equal scores
+  still rank by document index."""
+  monkeypatch.setattr(retrieval, "FEW", 1000)  # every block through its best groups
+  jax.clear_caches()
+  corpus = np.zeros((16, 1), np.float32)
+  corpus[0], corpus[8], corpus[9] = 1, 2, 1  # groups [0, 8) and [8, 16)
+  _, indices = retrieval.top_k(np.ones((1, 1), np.float32), corpus, k=2, block_size=16)
+  np.testing.assert_array_equal(indices, [[8, 0]])
+  jax.clear_caches()
+
 @pytest.mark.parametrize("n, k, block_size, chunk_rows", [
     (103, 10, 4, None), (9, 9, 2, None), (1000, 50, 64, None), (103, 10, 4, 1),
     (103, 20, 4, 37), (1000, 50, 16, 300)])
