@@ -114,7 +114,7 @@ def test_mining_with_ids_keeps_them_and_drops_positives_by_id_and_text(tmp_path)
 
 
 def test_bm25_on_the_real_multireqa_squad(shared_data):
-  """The README's BM25 row: MultiReQA SQuAD dev from the official files."""
+  """docs/replication.md's BM25 row: MultiReQA SQuAD dev from the official files."""
   from samtone_jax.tasks import multireqa  # pylint: disable=g-import-not-at-top
   eval_set = multireqa.build(*multireqa.paths(shared_data, "SQuAD", "dev"), name="squad")[1]
   found, _ = bm25.evaluate(eval_set)
