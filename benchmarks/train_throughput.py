@@ -54,7 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samtone_jax import dual_encoder, losses, optimizers, partitioning, t5, trainer
+from samtone_jax import dual_encoder, losses, optimizers, partitioning, t5, trainer, xla_flags
 
 import _common  # pylint: disable=g-bad-import-order  (this folder)
 
@@ -380,8 +380,9 @@ def jax_info(dtype) -> dict:
 
 def build_jax_step(size: str, batch: int, lengths: tuple[int, int], dtype=None,
                    grad_cache_chunk=None):
-  """A Contender's build: our train step, warmed up."""
-  info = jax_info(dtype)
+  """A Contender's build: our train step, warmed up, under the XLA flags training sets."""
+  xla_flags.set_cpu_defaults()
+  info = dict(jax_info(dtype), xla_flags=os.environ["XLA_FLAGS"])
   step, info["params"], info["xla_flops"] = jax_train_step(
       size, random_batch(batch, lengths), info["dtype"], grad_cache_chunk)
   step()

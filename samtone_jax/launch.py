@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional, Sequence
 import gin
 
 import samtone_jax
+from samtone_jax import xla_flags
 
 def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
   """--gin_file (repeatable), --gin.NAME=VALUE (repeatable), --gin_search_paths, processes.
@@ -102,6 +103,7 @@ def run_configurable(function: Callable[..., Any], argv: Optional[Sequence[str]]
   """An entry point's main: logging, flags, processes, gin; then `function` as gin binds it."""
   setup_logging()
   args = parse_flags(sys.argv[1:] if argv is None else argv)
+  xla_flags.set_cpu_defaults()
   initialize_processes(args)
   parse_gin(args.gin_file, args.gin_bindings, args.search_paths)
   return gin.get_configurable(function)()
