@@ -508,7 +508,7 @@ def main():
       "benchmark": "train_throughput", "machine": info["machine"], "size": args.size,
       "batch": args.batch, "lengths": lengths, "dtype": dtype,
       "grad_cache_chunk": args.grad_cache_chunk, "loss": LOSS,
-      "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "xla_flags": info["xla_flags"],  # our step's (build_jax_step sets training's)
       "one_process_each": True, "non_embedding_params": params, "tokens_per_step": tokens,
       "model_flops_per_step": model_flops, "xla_flops_per_step": xla_flops,
       "matmul_flops_per_second": statistics.median(r[0] for r in rates),
