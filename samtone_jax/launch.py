@@ -24,6 +24,7 @@ import gin
 import samtone_jax
 from samtone_jax import xla_flags
 
+
 def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
   """--gin_file (repeatable), --gin.NAME=VALUE (repeatable), --gin_search_paths, processes.
 

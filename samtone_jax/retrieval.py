@@ -141,8 +141,9 @@ def sharded_top_k(mesh: Mesh, queries: Array, corpus: Any, k: int,
 
   Each chunk is split over the devices; each device finds the top-k of its part in blocks,
   above the k-th score of the earlier chunks; the [devices, Q, k] lists are gathered and
-  merged with the running top-k of the earlier chunks. Same results as `top_k`, ties included. Device memory is O(chunk + block x Q +
-  k x Q) and host memory O(chunk), whatever N.
+  merged with the running top-k of the earlier chunks. Same results as `top_k`, ties
+  included. Device memory is O(chunk + block x Q + k x Q) and host memory O(chunk), whatever
+  N.
 
   Args:
     mesh, queries, k, block_size: as `top_k`, over the mesh.
@@ -216,10 +217,10 @@ def _chunk_step(mesh: Mesh, data_axes: tuple[str, ...], k: int, local_k: int,
     gather = functools.partial(lax.all_gather, axis_name=data_axes, axis=1, tiled=True)
     return gather(scores), gather(indices)  # device by device: lower indices first
 
-  split = PartitionSpec(data_axes)
+  split, replicated = PartitionSpec(data_axes), PartitionSpec()
   chunk_top_k = jax.shard_map(per_device, mesh=mesh,
-                              in_specs=(PartitionSpec(), split, split, PartitionSpec(), PartitionSpec()),
-                              out_specs=(PartitionSpec(), PartitionSpec()), check_vma=False)
+                              in_specs=(replicated, split, split, replicated, replicated),
+                              out_specs=(replicated, replicated), check_vma=False)
 
   @jax.jit
   def step(queries, corpus, valid, start, top_scores, top_indices):

@@ -31,7 +31,6 @@ def test_top_k_equals_brute_force_with_ties(k, block_size):
   np.testing.assert_allclose(scores, want_scores)
 
 
-
 @pytest.mark.parametrize("few", [0, 2, 1000])
 def test_both_merges_equal_brute_force_with_ties(monkeypatch, few):
   """A block merges only its best groups when no query has more than FEW above its floor,
@@ -56,6 +55,7 @@ def test_best_groups_merge_in_document_order(monkeypatch):
   _, indices = retrieval.top_k(np.ones((1, 1), np.float32), corpus, k=2, block_size=16)
   np.testing.assert_array_equal(indices, [[8, 0]])
   jax.clear_caches()
+
 
 @pytest.mark.parametrize("n, k, block_size, chunk_rows", [
     (103, 10, 4, None), (9, 9, 2, None), (1000, 50, 64, None), (103, 10, 4, 1),
