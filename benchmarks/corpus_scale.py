@@ -100,14 +100,13 @@ def run_one(size: int) -> dict:
 def build_jax_encode(size: str, batch: int, length: int, passages: int):
   """A Contender's build: our `embedding_shards.encode` of `passages` synthetic texts (each
   over `length` tokens) with a T5 v1.1 `size` SDE, float32, into a fresh directory, under
-  the XLA flags `python -m samtone_jax.encode` sets."""
+  the XLA flags `python -m samtone_jax.encode` sets (`train_throughput.jax_info`)."""
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import train_throughput  # pylint: disable=g-import-not-at-top
-  from samtone_jax import embedding_shards, partitioning, retrieval, run_dir, xla_flags  # pylint: disable=g-import-not-at-top
+  from samtone_jax import embedding_shards, partitioning, retrieval, run_dir  # pylint: disable=g-import-not-at-top
   from samtone_jax.tasks import vocabularies  # pylint: disable=g-import-not-at-top
-  xla_flags.set_cpu_defaults()
-  info = dict(train_throughput.jax_info("float32"), xla_flags=os.environ["XLA_FLAGS"])
+  info = train_throughput.jax_info("float32")
   model = train_throughput.jax_model(size, "float32")
   ids = jax.numpy.zeros((1, length), jax.numpy.int32)
   params = nn.unbox(model.init(jax.random.key(0), ids, ids))["params"]

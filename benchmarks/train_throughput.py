@@ -369,20 +369,22 @@ def interleave(contenders: dict[str, Contender], rate: Contender, rounds: int,
 
 
 def jax_info(dtype) -> dict:
-  """The backend, its devices and the activations' dtype (None: float32 on CPU, bfloat16
-  elsewhere)."""
+  """Starts JAX's backend under the XLA flags the entry points set (`xla_flags`); returns
+  the backend, its devices, those flags and the activations' dtype (None: float32 on CPU,
+  bfloat16 elsewhere)."""
+  xla_flags.set_cpu_defaults()
   machine = _common.machine()
   backend = machine["backend"]
   return {"backend": backend, "device_kind": machine["device_kind"],
           "devices": machine["devices"], "machine": machine,
+          "xla_flags": os.environ["XLA_FLAGS"],
           "dtype": dtype or ("float32" if backend == "cpu" else "bfloat16")}
 
 
 def build_jax_step(size: str, batch: int, lengths: tuple[int, int], dtype=None,
                    grad_cache_chunk=None):
-  """A Contender's build: our train step, warmed up, under the XLA flags training sets."""
-  xla_flags.set_cpu_defaults()
-  info = dict(jax_info(dtype), xla_flags=os.environ["XLA_FLAGS"])
+  """A Contender's build: our train step, warmed up."""
+  info = jax_info(dtype)
   step, info["params"], info["xla_flops"] = jax_train_step(
       size, random_batch(batch, lengths), info["dtype"], grad_cache_chunk)
   step()
@@ -508,7 +510,7 @@ def main():
       "benchmark": "train_throughput", "machine": info["machine"], "size": args.size,
       "batch": args.batch, "lengths": lengths, "dtype": dtype,
       "grad_cache_chunk": args.grad_cache_chunk, "loss": LOSS,
-      "xla_flags": info["xla_flags"],  # our step's (build_jax_step sets training's)
+      "xla_flags": info["xla_flags"],  # our step's, as the entry points set them
       "one_process_each": True, "non_embedding_params": params, "tokens_per_step": tokens,
       "model_flops_per_step": model_flops, "xla_flops_per_step": xla_flops,
       "matmul_flops_per_second": statistics.median(r[0] for r in rates),
