@@ -40,6 +40,10 @@ setuptools.setup(
         "matplotlib",  # the analysis figures
         "scikit-learn",  # t-SNE of the analysis figures
         "bm25s>=0.2",  # BM25 for mining negatives and the evaluations' baseline row
+        # BM25's analysis as Lucene's English analyzer: the original Porter stemmer
+        # (Stemmer.Stemmer("porter")) and Unicode word boundaries (regex.WORD).
+        "PyStemmer>=2.2",
+        "regex",
     ],
     extras_require={
         # benchmarks/retrieval.py compares with faiss's exact search.
