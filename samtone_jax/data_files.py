@@ -19,6 +19,7 @@ import gzip
 import json
 import logging
 import pathlib
+import re
 import unicodedata
 import zipfile
 import zlib
@@ -260,10 +261,18 @@ def build_qrels(judgments: Callable[[], Iterable[tuple[int, str, str, int]]],
   return qrels
 
 
+# Unicode's White_Space characters, as a regular expression that Python's `re` and RE2
+# (TensorFlow's `tf.strings.regex_replace`) read alike. Not Python's `str.split`, which also
+# splits on the separators U+001C..U+001F, nor RE2's `\s`, which misses U+000B and all
+# non-ASCII ones.
+WHITE_SPACE_RUN = ("[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f"
+                   "\u3000]+")
+
+
 def normalize_text(text: str) -> str:
-  """NFKC, whitespace runs (U+00A0 included) to one space, stripped (as the content ids of
-  tasks/preprocessors.content_id)."""
-  return " ".join(unicodedata.normalize("NFKC", text).split())
+  """NFKC, runs of whitespace (`WHITE_SPACE_RUN`: Unicode's White_Space) to one space,
+  stripped: the same rule as the content ids of tasks/preprocessors.content_id."""
+  return re.sub(WHITE_SPACE_RUN, " ", unicodedata.normalize("NFKC", text)).strip(" ")
 
 
 @dataclasses.dataclass
