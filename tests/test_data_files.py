@@ -21,3 +21,19 @@ def test_white_space_folds_to_one_space(char):
 @pytest.mark.parametrize("char", NOT_WHITE_SPACE)
 def test_other_characters_are_kept(char):
   assert data_files.normalize_text(f" a{char}b ") == f"a{char}b"
+
+
+def test_drop_empty_drops_examples_and_removes_empty_negatives(caplog):
+  examples = [{"query": "q1", "passage": "p1", "negatives": ["n1", " ", "n2", ""],
+               "negative_ids": ["a", "b", "c", "d"]},
+              {"query": " \u3000", "passage": "p2", "negatives": ["n3"]},
+              {"query": "q3", "passage": "", "negatives": []},
+              {"query": "q4", "passage": "p4", "negative": "\t"},
+              {"query": "q5", "passage": "p5", "negatives": ["\x85"]}]
+  with caplog.at_level(logging.WARNING):
+    got = list(data_files.drop_empty(examples, "pairs.jsonl"))
+  assert got == [{"query": "q1", "passage": "p1", "negatives": ["n1", "n2"],
+                  "negative_ids": ["a", "c"]},
+                 {"query": "q5", "passage": "p5", "negatives": []}]
+  assert "pairs.jsonl: dropped 3 training examples with an empty text" in caplog.text
+  assert "removed 3 empty negatives" in caplog.text
