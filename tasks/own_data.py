@@ -200,12 +200,17 @@ def _examples(split: str, num_negatives: int) -> dict[str, list]:
       for name, values in columns.items():
         value = example.get(name, [])  # negative_ids: none without negatives
         values.append(id_text(value) if name in ID_FIELDS else value)
-  columns = columns or {name: [] for name in _column_names([], num_negatives)}
   if short:
     done = "dropped" if files["short_pools"] == "drop" else "padded the empty slots of"
     logging.warning("own_pairs %s: %s %d examples with fewer than NUM_NEGATIVES=%d"
                     " negatives (SHORT_POOLS=%r).", split, done, short, num_negatives,
                     files["short_pools"])
+  if columns is None or not columns["query"]:
+    macro = {"train": "TRAIN_FILES", "validation": "VALIDATION_FILES"}[split]
+    raise data_files.DataError(", ".join(files[split]) or "no files", None,
+                               f"own_pairs {split}: no examples in {macro}: files empty, of"
+                               " blank texts only, or with every pool shorter than"
+                               f" NUM_NEGATIVES={num_negatives} (SHORT_POOLS='drop').")
   logging.info("own_pairs %s: %d examples from %s.", split, len(columns["query"]),
                files[split])
   return columns
@@ -221,9 +226,6 @@ def _dataset_fn(negatives: bool):
       raise ValueError(f"NUM_NEGATIVES={num_negatives}: hard negatives are read by the task"
                        " own_pairs_with_negatives; set MIXTURE_OR_TASK_NAME to it.")
     columns = _examples(split, num_negatives)
-    if not columns["query"]:
-      spec = {k: tf.TensorSpec([None] * (k in POOLS), tf.string) for k in columns}
-      return tf.data.Dataset.from_generator(lambda: iter(()), output_signature=spec)
     tensors = {}
     for name, values in columns.items():
       if name in POOLS:  # pools of any size: ragged [N, None]
