@@ -58,7 +58,8 @@ def negatives(ranked: np.ndarray, scores: np.ndarray, positives: set, *, top_n: 
   Args:
     ranked: [n] document indices, best first (< 0: none, ignored).
     scores: [n] their scores.
-    positives: the indices of the query's known positives.
+    positives: the documents that are none of its negatives (the query's known positives,
+      the query itself).
     top_n: negatives to keep at most.
     skip_top: non-positive documents skipped at the top of the ranking.
     max_score: documents scoring above it are dropped (likely false negatives).
