@@ -214,7 +214,9 @@ def mine(*, input_files: Sequence[str] = gin.REQUIRED, output_file: str = gin.RE
   same_text = {}  # a document with a positive's or the query's text is no negative either
   for d, text in enumerate(corpus.texts):
     same_text.setdefault(data_files.normalize_text(text), set()).add(d)
-  excluded = [_excluded(pair, positives, queries, corpus, same_text, by_id, keep)
+  of_query = {q: _excluded(q, known, queries, corpus, same_text, by_id)
+              for q, known in positives.items()}
+  excluded = [of_query[pair.q] | {d for _, d in pair.given} if keep else of_query[pair.q]
               for pair in pairs]
   wanted = [top_n - len(pair.given) if keep else top_n for pair in pairs]
   depth = top_n + skip_top + max(map(len, excluded))
@@ -290,19 +292,17 @@ def _record(pair: _Pair, found: list[int], corpus: _Items, by_id: bool,
   return record
 
 
-def _excluded(pair: _Pair, positives: dict[int, set], queries: _Items, corpus: _Items,
-              same_text: dict[str, set], by_id: bool, keep: bool) -> set:
-  """The documents that are none of a pair's mined negatives: its query's positives and
-  those with a positive's text; the query itself (its text, or with ids its query_id);
-  with keep, its given negatives."""
-  texts = {data_files.normalize_text(corpus.texts[d]) for d in positives[pair.q]}
-  texts.add(data_files.normalize_text(queries.texts[pair.q]))
-  out = set(positives[pair.q]).union(*(same_text.get(t, ()) for t in texts))
-  itself = corpus.with_id(pair.ids["query_id"]) if by_id and "query_id" in pair.ids else None
+def _excluded(q: int, known: set, queries: _Items, corpus: _Items, same_text: dict[str, set],
+              by_id: bool) -> set:
+  """The documents that are none of query q's negatives: its known positives and those with
+  a positive's text; the query itself (its text, or with ids its query_id)."""
+  texts = {data_files.normalize_text(corpus.texts[d]) for d in known}
+  texts.add(data_files.normalize_text(queries.texts[q]))
+  out = set(known).union(*(same_text.get(t, ()) for t in texts))
+  query_id = queries.ids[q]
+  itself = corpus.with_id(query_id) if by_id and query_id is not None else None
   if itself is not None:
     out.add(itself)
-  if keep:
-    out.update(d for _, d in pair.given)
   return out
 
 
