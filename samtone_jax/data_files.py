@@ -9,7 +9,8 @@ kind of message everywhere: `DataError: <file>:<line>: <what is wrong>`.
 - `iter_tsv(path, columns)`: tab-separated fields, a fixed number a line.
 - `parse_qrels_line(...)`, `iter_qrels(path, format)`: the judgments of a qrels file, TREC
   (`qid 0 pid label`, MS MARCO) or BEIR (`query-id<TAB>corpus-id<TAB>score`, a header).
-- `drop_empty(examples, source)`: training examples without empty texts, counted.
+- `drop_empty(examples, source)`: training examples without empty texts (dropped, or removed
+  from a pool of negatives), counted.
 - `normalize_text(text)`: the form in which texts count as equal.
 - `RetrievalSet`: queries, corpus and qrels of an evaluation set.
 """
@@ -19,6 +20,7 @@ import gzip
 import json
 import logging
 import pathlib
+import re
 import unicodedata
 import zipfile
 import zlib
@@ -150,19 +152,34 @@ def field(record: Mapping[str, Any], name: str, kind: type, path: Any, line: int
   return value
 
 
-def drop_empty(examples: Iterable[dict[str, str]], source: Any) -> Iterator[dict[str, str]]:
-  """The training examples whose texts ("query", "passage", "negative") are all non-blank;
-  one warning, when the iteration ends, counts the others and names `source`."""
-  dropped = 0
+def drop_empty(examples: Iterable[dict[str, Any]], source: Any) -> Iterator[dict[str, Any]]:
+  """The training examples whose texts are all non-blank (only whitespace is blank).
+
+  An example with a blank "query", "passage" or (MS MARCO's one) "negative" is dropped; from
+  a pool, "negatives" (with their "negative_ids"), the blank texts are removed and the
+  example kept. One warning, when the iteration ends, counts both and names `source`.
+  """
+  dropped = removed = 0
   try:
     for example in examples:
-      if all(example[k].strip() for k in ("query", "passage", "negative") if k in example):
-        yield example
-      else:
+      if any(_blank(example[k]) for k in ("query", "passage", "negative") if k in example):
         dropped += 1
+        continue
+      pool = example.get("negatives", ())
+      if any(map(_blank, pool)):
+        keep = [i for i, text in enumerate(pool) if not _blank(text)]
+        removed += len(pool) - len(keep)
+        example = dict(example, **{name: [example[name][i] for i in keep]
+                                   for name in ("negatives", "negative_ids") if name in example})
+      yield example
   finally:
-    if dropped:
-      logging.warning("%s: dropped %d training examples with an empty text.", source, dropped)
+    if dropped or removed:
+      logging.warning("%s: dropped %d training examples with an empty text, removed %d empty"
+                      " negatives from the pools of others.", source, dropped, removed)
+
+
+def _blank(text: str) -> bool:
+  return _WHITE_SPACE.fullmatch(text) is not None or not text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,10 +277,21 @@ def build_qrels(judgments: Callable[[], Iterable[tuple[int, str, str, int]]],
   return qrels
 
 
+# Unicode's White_Space characters, as a regular expression that Python's `re` and RE2
+# (TensorFlow's `tf.strings.regex_replace`) read alike. Not Python's `str.split`, which also
+# splits on the separators U+001C..U+001F, nor RE2's `\s`, which misses U+000B and all
+# non-ASCII ones.
+WHITE_SPACE_RUN = ("[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f"
+                   "\u3000]+")
+
+
+_WHITE_SPACE = re.compile(WHITE_SPACE_RUN)
+
+
 def normalize_text(text: str) -> str:
-  """NFKC, whitespace runs (U+00A0 included) to one space, stripped (as the content ids of
-  tasks/preprocessors.content_id)."""
-  return " ".join(unicodedata.normalize("NFKC", text).split())
+  """NFKC, runs of whitespace (`WHITE_SPACE_RUN`: Unicode's White_Space) to one space,
+  stripped: the same rule as the content ids of tasks/preprocessors.content_id."""
+  return _WHITE_SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip(" ")
 
 
 @dataclasses.dataclass

@@ -15,21 +15,31 @@ The pairs files are those of the own-data task (tasks/own_data.py: JSONL or TSV)
 is every passage of them (positives and any negatives already there) and of the BEIR
 `corpus.jsonl` files of MINE_CORPUS_FILES, counted once per text, or once per id where the
 files give "passage_id" and "negative_ids" (a BEIR document is then its "_id"; likewise a
-query once per "query_id"). Each query retrieves its top documents; its known positives
-(every passage it is paired with, in any file) are dropped, then the first MINE_SKIP_TOP of
+query once per "query_id"). Each query ranks the corpus; its known positives (every passage
+it is paired with, in any file) are dropped, and so is the query itself where the corpus holds
+its text (or, with ids, a document whose id is its query_id); then the first MINE_SKIP_TOP of
 what is left (near-duplicates of the answer, likely unlabelled positives), and, with a dense
 model and MINE_MARGIN = m, every document scoring above s(query, positive) - m. The first
-MINE_TOP_N that remain are the example's negatives, best first. The output has one line per
-input pair, {"query", "passage", "negatives"} (and the input's ids, with "negative_ids"
-beside passage ids), for the task own_pairs_with_negatives, which draws NUM_NEGATIVES of
-them each epoch.
+MINE_TOP_N that remain are the example's negatives, best first: the search goes as deep as
+that takes (up to the whole corpus), so a pair gets fewer only where the corpus has no more;
+the log gives the pool sizes.
+
+Negatives already in the input (MINE_INPUT_NEGATIVES): 'replace' (the default) writes the
+mined ones in their place (they stay in the corpus, as candidates); 'keep' writes them first,
+as given, then mined ones up to MINE_TOP_N in all. Blank texts are no pairs (an example with
+a blank query or passage is dropped, a blank negative removed; both counted in the log).
+
+The output has one line per input pair, {"query", "passage", "negatives"} (and the input's
+ids as given, strings or numbers, with "negative_ids" beside passage ids), for the task
+own_pairs_with_negatives, which draws NUM_NEGATIVES of them each epoch.
 """
 
+import dataclasses
 import json
 import logging
 import pathlib
 import time
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import gin
 import jax
@@ -48,7 +58,8 @@ def negatives(ranked: np.ndarray, scores: np.ndarray, positives: set, *, top_n: 
   Args:
     ranked: [n] document indices, best first (< 0: none, ignored).
     scores: [n] their scores.
-    positives: the indices of the query's known positives.
+    positives: the documents that are none of its negatives (the query's known positives,
+      the query itself).
     top_n: negatives to keep at most.
     skip_top: non-positive documents skipped at the top of the ranking.
     max_score: documents scoring above it are dropped (likely false negatives).
@@ -63,27 +74,77 @@ def negatives(ranked: np.ndarray, scores: np.ndarray, positives: set, *, top_n: 
   return kept[:top_n]
 
 
+def mined_pools(search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+                queries: Sequence[int], excluded: Sequence[set], wanted: Sequence[int], *,
+                corpus_size: int, depth: int, skip_top: int = 0,
+                max_scores: Optional[Sequence[float]] = None) -> list[list[int]]:
+  """Each pair's `negatives`, searching deeper for the pairs that come up short.
+
+  A pair is short when fewer than it wants remain of its query's `depth` best documents
+  (the margin drops many where the positive ranks low): its query is searched again twice
+  as deep, until it is not, or the search covers the corpus. The result is that of ranking
+  the whole corpus for every query.
+
+  Args:
+    search: (query indices [m], depth) -> (ranked [m, depth] document indices, best first;
+      their scores [m, depth]).
+    queries: [P] each pair's query index.
+    excluded: [P] each pair's documents that are none of its negatives (its positives...).
+    wanted: [P] the negatives each pair takes at most.
+    corpus_size: the documents searched.
+    depth: the first search's depth.
+    skip_top: as `negatives`'.
+    max_scores: [P] as `negatives`' max_score (None: no margin).
+
+  Returns:
+    [P] lists of document indices, best first.
+  """
+  pools: list[list[int]] = [[] for _ in queries]
+  todo = [i for i, n in enumerate(wanted) if n > 0]
+  while todo:
+    depth = min(depth, corpus_size)
+    rows = sorted({queries[i] for i in todo})
+    row_of = {q: r for r, q in enumerate(rows)}
+    _LOG.info("Searching %d queries %d deep.", len(rows), depth)
+    ranked, scores = search(np.asarray(rows), depth)
+    for i in todo:
+      r = row_of[queries[i]]
+      pools[i] = negatives(ranked[r], scores[r], excluded[i], top_n=wanted[i],
+                           skip_top=skip_top,
+                           max_score=None if max_scores is None else max_scores[i])
+    todo = [i for i in todo if len(pools[i]) < wanted[i]] if depth < corpus_size else []
+    depth *= 2
+  return pools
+
+
 class _Items:
   """Items counted once, in order of first appearance: by their id where the files give ids,
   else by their normalised text (as content ids count them)."""
 
   def __init__(self):
     self.texts: list[str] = []
-    self.ids: list[Optional[str]] = []
+    self.ids: list[Any] = []
     self._index: dict[tuple[str, str], int] = {}
 
-  def add(self, text: str, item_id: Optional[str] = None) -> int:
-    key = ("text", data_files.normalize_text(text)) if item_id is None else ("id", item_id)
+  def add(self, text: str, item_id: Any = None) -> int:
+    """The item's index; `item_id` (a string or a number, one item for "7" and 7) as given
+    by its first appearance."""
+    key = (("text", data_files.normalize_text(text)) if item_id is None
+           else ("id", own_data.id_text(item_id)))
     if key not in self._index:
       self._index[key] = len(self.texts)
       self.texts.append(text)
       self.ids.append(item_id)
     return self._index[key]
 
+  def with_id(self, item_id: Any) -> Optional[int]:
+    """The index of the item of id `item_id`, if any."""
+    return self._index.get(("id", own_data.id_text(item_id)))
+
 
 def mine(*, input_files: Sequence[str] = gin.REQUIRED, output_file: str = gin.REQUIRED,
          corpus_files: Sequence[str] = (), method: str = "dense", top_n: int = 30,
-         skip_top: int = 0, margin: Optional[float] = None,
+         skip_top: int = 0, margin: Optional[float] = None, input_negatives: str = "replace",
          model: Optional[dual_encoder.DualEncoder] = None,
          checkpoint_path: Optional[str] = None, task_feature_lengths: Optional[dict] = None,
          mixture_or_task_name: Optional[str] = None, num_partitions: int = 1,
@@ -97,11 +158,13 @@ def mine(*, input_files: Sequence[str] = gin.REQUIRED, output_file: str = gin.RE
     method: "dense" (model at checkpoint_path) or "bm25".
     top_n, skip_top, margin: see the module docstring (MINE_TOP_N, MINE_SKIP_TOP,
       MINE_MARGIN; margin only with a dense model, whose scores are cosines).
+    input_negatives: "replace" or "keep" the input's negatives (MINE_INPUT_NEGATIVES).
     model, checkpoint_path, task_feature_lengths, mixture_or_task_name, num_partitions,
       batch_size: the dense model and how to run it, as in `evaluate`.
 
   Returns:
-    Counts: pairs, corpus, and pairs that got fewer than top_n negatives ("short").
+    Counts, the same in every process: pairs, queries, corpus, and pairs whose pool holds
+    fewer than top_n negatives ("short").
   """
   if method not in ("dense", "bm25"):
     raise ValueError(f"MINE_METHOD must be 'dense' or 'bm25', got {method!r}.")
@@ -110,40 +173,56 @@ def mine(*, input_files: Sequence[str] = gin.REQUIRED, output_file: str = gin.RE
   if not isinstance(top_n, int) or top_n < 1 or not isinstance(skip_top, int) or skip_top < 0:
     raise ValueError(f"MINE_TOP_N must be an int >= 1 and MINE_SKIP_TOP an int >= 0, got"
                      f" {top_n!r} and {skip_top!r}.")
+  if input_negatives not in ("replace", "keep"):
+    raise ValueError(f"MINE_INPUT_NEGATIVES must be 'replace' or 'keep', got"
+                     f" {input_negatives!r}.")
   if isinstance(input_files, str) or not input_files:
     raise ValueError(f"MINE_INPUT_FILES must be a non-empty list of paths, got"
                      f" {input_files!r}.")
-  start = time.time()
+  start, keep = time.time(), input_negatives == "keep"
   corpus, queries = _Items(), _Items()
   pairs, positives, first_ids = [], {}, None
   for path in input_files:
-    for example in own_data.read_examples(path):
+    read = len(pairs)
+    for example in data_files.drop_empty(own_data.read_examples(path), path):
       ids = {name: example[name] for name in own_data.id_fields(example)}
       first_ids = list(ids) if first_ids is None else first_ids
       own_data.check_id_fields(path, list(ids), input_files[0], first_ids)
       q = queries.add(example["query"], ids.get("query_id"))
       p = corpus.add(example["passage"], ids.get("passage_id"))
       positives.setdefault(q, set()).add(p)
-      for i, text in enumerate(example["negatives"]):
-        corpus.add(text, example["negative_ids"][i] if "passage_id" in ids else None)
-      pairs.append((example["query"], example["passage"], ids, q, p))
-  by_id = "passage_id" in (first_ids or ())  # a BEIR document is its _id then
+      given = [(text, corpus.add(text, example["negative_ids"][i] if "passage_id" in ids
+                                 else None))
+               for i, text in enumerate(example["negatives"])]
+      pairs.append(_Pair(example, ids, q, p, given))
+    if len(pairs) == read:
+      raise data_files.DataError(path, None, "no pairs (an empty file, or only blank texts):"
+                                             " check MINE_INPUT_FILES.")
+  by_id = "passage_id" in first_ids  # a BEIR document is its _id then
   for path in corpus_files:
     for doc_id, text in beir.read_corpus(path).items():
       corpus.add(text, doc_id if by_id else None)
   _LOG.info("Mining %d pairs (%d queries) against %d documents with %s.", len(pairs),
             len(queries.texts), len(corpus.texts), method)
+  num_given = sum(len(pair.given) for pair in pairs)
+  if num_given:
+    _LOG.warning("The input's pairs hold %d negatives: %s (MINE_INPUT_NEGATIVES=%r).",
+                 num_given,
+                 "written first, then mined ones up to MINE_TOP_N" if keep
+                 else "replaced by mined ones", input_negatives)
 
-  if by_id:  # a document with a positive's text is no negative either, whatever its id
-    same_text = {}
-    for d, text in enumerate(corpus.texts):
-      same_text.setdefault(data_files.normalize_text(text), set()).add(d)
-    positives = {q: set().union(*(same_text[data_files.normalize_text(corpus.texts[d])]
-                                  for d in known)) for q, known in positives.items()}
-  depth = min(len(corpus.texts), top_n + skip_top + max(map(len, positives.values())))
+  same_text = {}  # a document with a positive's or the query's text is no negative either
+  for d, text in enumerate(corpus.texts):
+    same_text.setdefault(data_files.normalize_text(text), set()).add(d)
+  of_query = {q: _excluded(q, known, queries, corpus, same_text, by_id)
+              for q, known in positives.items()}
+  excluded = [of_query[pair.q] | {d for _, d in pair.given} if keep else of_query[pair.q]
+              for pair in pairs]
+  wanted = [top_n - len(pair.given) if keep else top_n for pair in pairs]
+  depth = top_n + skip_top + max(map(len, excluded))
   if method == "bm25":
-    ranked, scores = bm25.search(corpus.texts, queries.texts, depth)
-    positive_scores = None
+    search = lambda rows, k: bm25.search(corpus.texts, [queries.texts[q] for q in rows], k)
+    max_scores = None
   else:
     if model is None or checkpoint_path is None or task_feature_lengths is None:
       raise ValueError("dense mining needs MODEL, CHECKPOINT_PATH and TASK_FEATURE_LENGTHS"
@@ -157,33 +236,74 @@ def mine(*, input_files: Sequence[str] = gin.REQUIRED, output_file: str = gin.RE
         queries.texts, vocabulary, task_feature_lengths["queries"]), mesh, batch_size)
     corpus_emb = retrieval.encode(encode_passages, params, retrieval.tokenize(
         corpus.texts, vocabulary, task_feature_lengths["passages"]), mesh, batch_size)
-    scores, ranked = map(np.asarray, retrieval.sharded_top_k(mesh, query_emb, corpus_emb,
-                                                             depth))
-    positive_scores = {(q, p): float(query_emb[q] @ corpus_emb[p])
-                       for _, _, _, q, p in pairs}
 
-  short = 0
+    def search(rows, k):
+      scores, ranked = retrieval.sharded_top_k(mesh, query_emb[rows], corpus_emb, k)
+      return ranked, scores
+    max_scores = None if margin is None else [
+        float(query_emb[pair.q] @ corpus_emb[pair.p]) - margin for pair in pairs]
+  mined = mined_pools(search, [pair.q for pair in pairs], excluded, wanted,
+                      corpus_size=len(corpus.texts), depth=depth, skip_top=skip_top,
+                      max_scores=max_scores)
+
+  records = (_record(pair, found, corpus, by_id, keep) for pair, found in zip(pairs, mined))
   out = pathlib.Path(output_file)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  partial = out.with_name(out.name + ".partial")
+  sizes = []
   if jax.process_index() == 0:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
     with open(partial, "w", encoding="utf-8") as f:
-      for query, passage, ids, q, p in pairs:
-        max_score = None if margin is None else positive_scores[q, p] - margin
-        found = negatives(ranked[q], scores[q], positives[q], top_n=top_n, skip_top=skip_top,
-                          max_score=max_score)
-        short += len(found) < top_n
-        record = {"query": query, "passage": passage, **ids,
-                  "negatives": [corpus.texts[d] for d in found]}
-        if by_id:
-          record["negative_ids"] = [corpus.ids[d] for d in found]
+      for record in records:
+        sizes.append(len(record["negatives"]))
         f.write(json.dumps(record, ensure_ascii=False) + "\n")
     partial.replace(out)  # a crash leaves no half-written negatives file
+  else:
+    sizes = [len(record["negatives"]) for record in records]
+  short = sum(size < top_n for size in sizes)
   counts = {"pairs": len(pairs), "queries": len(queries.texts),
             "corpus": len(corpus.texts), "short": short}
-  _LOG.info("Wrote %s: %s in %.1f s%s.", out, counts, time.time() - start,
-            f" ({short} pairs got fewer than MINE_TOP_N={top_n} negatives)" if short else "")
+  _LOG.info("Wrote %s: %s in %.1f s. Negatives a pair: min %d, median %g, max %d%s.", out,
+            counts, time.time() - start, min(sizes), np.median(sizes), max(sizes),
+            f"; {short} pairs got fewer than MINE_TOP_N={top_n} (the corpus has no more"
+            " candidates for them)" if short else "")
   return counts
+
+
+@dataclasses.dataclass
+class _Pair:
+  """An input pair: its example, id fields as given, query and passage indices, and its
+  given negatives as (text, corpus index)."""
+  example: dict[str, Any]
+  ids: dict[str, Any]
+  q: int
+  p: int
+  given: list[tuple[str, int]]
+
+
+def _record(pair: _Pair, found: list[int], corpus: _Items, by_id: bool,
+            keep: bool) -> dict[str, Any]:
+  """A pair's output line: its texts and ids as given, its negatives (with keep, its given
+  ones first) and their ids."""
+  example = pair.example
+  record = {"query": example["query"], "passage": example["passage"], **pair.ids,
+            "negatives": example["negatives"] * keep + [corpus.texts[d] for d in found]}
+  if by_id:
+    record["negative_ids"] = example.get("negative_ids", []) * keep + [corpus.ids[d] for d in found]
+  return record
+
+
+def _excluded(q: int, known: set, queries: _Items, corpus: _Items, same_text: dict[str, set],
+              by_id: bool) -> set:
+  """The documents that are none of query q's negatives: its known positives and those with
+  a positive's text; the query itself (its text, or with ids its query_id)."""
+  texts = {data_files.normalize_text(corpus.texts[d]) for d in known}
+  texts.add(data_files.normalize_text(queries.texts[q]))
+  out = set(known).union(*(same_text.get(t, ()) for t in texts))
+  query_id = queries.ids[q]
+  itself = corpus.with_id(query_id) if by_id and query_id is not None else None
+  if itself is not None:
+    out.add(itself)
+  return out
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -111,16 +111,22 @@ def _is_id(value: Any) -> bool:
 
 
 def _id(value: Any, name: str, path: Any, line: int) -> Any:
-  """An id field's value as text: a string or an int; for negative_ids a list of them."""
+  """An id field's value, checked: a string or an int; for negative_ids a list of them."""
   if name == "negative_ids":
     if not isinstance(value, list) or not all(map(_is_id, value)):
       raise data_files.DataError(path, line, f"field 'negative_ids' must be a list of"
                                              f" strings or ints, got {value!r}.")
-    return [str(v) for v in value]
+    return value
   if not _is_id(value):
     raise data_files.DataError(path, line, f"field {name!r} must be a string or an int, got"
                                            f" {value!r}.")
-  return str(value)
+  return value
+
+
+def id_text(value: Any) -> Any:
+  """An id (str or int) as text, by which it names its item ("7" and 7 are one); a list of
+  ids as a list of texts."""
+  return [str(v) for v in value] if isinstance(value, list) else str(value)
 
 
 def _tsv_examples(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -139,7 +145,8 @@ def _tsv_examples(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def read_examples(path: str) -> Iterator[dict[str, Any]]:
   """The examples of one file: {"query", "passage", "negatives": [str]} and, where the
-  lines give them, "query_id", "passage_id", "negative_ids": [str] (ids as text).
+  lines give them, "query_id", "passage_id", "negative_ids": [str or int] (ids as given;
+  `id_text` makes them the text that names the item).
 
   Raises:
     data_files.DataError: `file:line` and what is wrong (not JSON, a missing or mistyped
@@ -191,13 +198,19 @@ def _examples(split: str, num_negatives: int) -> dict[str, list]:
         if files["short_pools"] == "drop":
           continue
       for name, values in columns.items():
-        values.append(example.get(name, []))  # negative_ids: none without negatives
-  columns = columns or {name: [] for name in _column_names([], num_negatives)}
+        value = example.get(name, [])  # negative_ids: none without negatives
+        values.append(id_text(value) if name in ID_FIELDS else value)
   if short:
     done = "dropped" if files["short_pools"] == "drop" else "padded the empty slots of"
     logging.warning("own_pairs %s: %s %d examples with fewer than NUM_NEGATIVES=%d"
                     " negatives (SHORT_POOLS=%r).", split, done, short, num_negatives,
                     files["short_pools"])
+  if columns is None or not columns["query"]:
+    macro = {"train": "TRAIN_FILES", "validation": "VALIDATION_FILES"}[split]
+    raise data_files.DataError(", ".join(files[split]) or "no files", None,
+                               f"own_pairs {split}: no examples in {macro}: files empty, of"
+                               " blank texts only, or with every pool shorter than"
+                               f" NUM_NEGATIVES={num_negatives} (SHORT_POOLS='drop').")
   logging.info("own_pairs %s: %d examples from %s.", split, len(columns["query"]),
                files[split])
   return columns
@@ -213,9 +226,6 @@ def _dataset_fn(negatives: bool):
       raise ValueError(f"NUM_NEGATIVES={num_negatives}: hard negatives are read by the task"
                        " own_pairs_with_negatives; set MIXTURE_OR_TASK_NAME to it.")
     columns = _examples(split, num_negatives)
-    if not columns["query"]:
-      spec = {k: tf.TensorSpec([None] * (k in POOLS), tf.string) for k in columns}
-      return tf.data.Dataset.from_generator(lambda: iter(()), output_signature=spec)
     tensors = {}
     for name, values in columns.items():
       if name in POOLS:  # pools of any size: ragged [N, None]

@@ -14,6 +14,8 @@ import seqio
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from samtone_jax import data_files
+
 # SeqIO output feature <- TFDS feature.
 PAIR_TO_TASK_FEATURES = {"queries": "query", "passages": "passage",
                          "negative_passages": "negatives"}
@@ -41,14 +43,15 @@ def rekey_pairs(dataset: tf.data.Dataset, negatives: bool) -> tf.data.Dataset:
 
 
 def content_id(text: tf.Tensor) -> tf.Tensor:
-  """int32 fingerprints of texts, equal exactly for equal normalised texts: NFKC, runs of
-  whitespace (U+00A0 included) as one space, stripped, then FarmHash into [0, 2^31 - 1).
+  """int32 fingerprints of texts, equal exactly for equal normalised texts
+  (`data_files.normalize_text`: NFKC, runs of Unicode's whitespace as one space, stripped),
+  then FarmHash into [0, 2^31 - 1).
 
   Different texts share an id with probability ~2^-31 a pair: in a batch of 512, ~6e-5,
   so duplicate masking very rarely drops one true negative and never keeps a duplicate.
   """
   normal = tf.strings.strip(tf.strings.regex_replace(
-      tf_text.normalize_utf8(text, "NFKC"), r"\s+", " "))
+      tf_text.normalize_utf8(text, "NFKC"), data_files.WHITE_SPACE_RUN, " "))
   return tf.cast(tf.strings.to_hash_bucket_fast(normal, 2**31 - 1), tf.int32)
 
 

@@ -7,7 +7,7 @@ import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from samtone_jax import feature_converter, inputs, partitioning
+from samtone_jax import data_files, feature_converter, inputs, partitioning
 from samtone_jax.tasks import pairs, preprocessors
 
 VOCAB = seqio.ByteVocabulary()  # exact round trips of any text
@@ -77,6 +77,16 @@ def test_content_ids_are_equal_exactly_for_equal_normalised_texts():
   assert ids.dtype == np.int32 and (ids >= 0).all()
   assert ids[0] == ids[1] and ids[3] == ids[4]  # whitespace and NFKC forms
   assert len({ids[1], ids[2], ids[4], ids[5]}) == 4  # case matters
+
+
+@pytest.mark.parametrize("char", "\t\x0b\x0c\x1c\x1f\x85\xa0\u1680\u2003\u200b\u2028\u2029\u3000")
+def test_content_ids_normalise_as_normalize_text(char):
+  """Two texts that differ only by `char` where the other has a space share a content id
+  exactly when data_files.normalize_text makes them equal."""
+  texts = [f"a{char}b{char}", "a b", f"{char}{char}a b"]
+  ids = preprocessors.content_id(tf.constant(texts)).numpy().tolist()
+  normal = [data_files.normalize_text(t) for t in texts]
+  assert [i == ids[1] for i in ids] == [n == normal[1] for n in normal]
 
 
 def test_two_shards_partition_the_data(toy_task):

@@ -83,3 +83,130 @@ def test_mining_with_ids_keeps_them_and_drops_positives_by_id_and_text(tmp_path)
   with pytest.raises(data_files.DataError, match=r"b.jsonl: id fields \[\] where .*a.jsonl"):
     mine.mine(input_files=[str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")],
               output_file=str(out), method="bm25")
+
+
+def _reference_pool(scores, excluded, top_n, skip_top, max_score):
+  """The rule on the whole corpus: rank all documents, drop the excluded, skip the top ones,
+  drop those above max_score, keep the first top_n."""
+  ranked = [d for d in np.argsort(-scores, kind="stable") if d not in excluded][skip_top:]
+  return [int(d) for d in ranked if scores[d] <= max_score][:top_n]
+
+
+def test_mined_pools_search_deeper_until_the_margin_leaves_enough():
+  """200 documents, top 30, margin 0.05 (10 ranks): each positive's rank decides how deep
+  the search must go; the pools are the rule's on the whole corpus, full where it can be."""
+  rng = np.random.default_rng(0)
+  ranks = [0, 10, 31, 90, 150, 180]  # the positive's rank, one query each
+  scores = np.zeros((len(ranks), 200))
+  positives = []
+  for q, rank in enumerate(ranks):
+    order = rng.permutation(200)
+    scores[q, order] = np.linspace(1, 0, 200)  # distinct scores, 1/199 apart
+    positives.append(int(order[rank]))
+  calls = []
+
+  def search(rows, depth):
+    calls.append((rows.tolist(), depth))
+    ranked = np.argsort(-scores[rows], axis=1, kind="stable")[:, :depth]
+    return ranked, np.take_along_axis(scores[rows], ranked, axis=1)
+
+  max_scores = [scores[q, p] - 0.05 for q, p in enumerate(positives)]
+  excluded = [{p} for p in positives]
+  got = mine.mined_pools(search, range(len(ranks)), excluded, [30] * len(ranks),
+                         corpus_size=200, depth=33, skip_top=2, max_scores=max_scores)
+  want = [_reference_pool(scores[q], excluded[q], 30, 2, max_scores[q])
+          for q in range(len(ranks))]
+  assert got == want
+  assert [len(pool) for pool in got] == [30, 30, 30, 30, 30, 10]  # 19 below, 9 in the margin
+  # Twice as deep each time, for the queries still short: each needs its positive's rank + 1
+  # + 2 skipped + 9 in the margin + 30 documents.
+  assert calls == [([0, 1, 2, 3, 4, 5], 33), ([0, 1, 2, 3, 4, 5], 66), ([2, 3, 4, 5], 132),
+                   ([4, 5], 200)]
+
+
+def _write_jsonl(path, lines):
+  path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+  return str(path)
+
+
+def _read_jsonl(path):
+  return [json.loads(line) for line in path.read_text().split("\n") if line]
+
+
+def test_a_query_is_no_negative_of_itself(tmp_path):
+  """By its normalised text, and with ids by its query_id."""
+  corpus = _write_jsonl(tmp_path / "corpus.jsonl", [
+      {"_id": f"d{i}", "title": "", "text": t} for i, t in enumerate(CORPUS)]
+      + [{"_id": "d9", "text": "dogs\u2028chase"}, {"_id": "q2", "text": "cat purrs"}])
+  out = tmp_path / "mined.jsonl"
+  plain = _write_jsonl(tmp_path / "a.jsonl", [{"query": "dogs chase", "passage": CORPUS[1]}])
+  mine.mine(input_files=[plain], output_file=str(out), corpus_files=[corpus], method="bm25",
+            top_n=3)
+  assert "dogs\u2028chase" not in _read_jsonl(out)[0]["negatives"]
+  with_ids = _write_jsonl(tmp_path / "b.jsonl", [
+      {"query": "dogs chase", "query_id": "q1", "passage": CORPUS[1], "passage_id": "d1"},
+      {"query": "cat purrs", "query_id": "q2", "passage": CORPUS[5], "passage_id": "d5"}])
+  mine.mine(input_files=[with_ids], output_file=str(out), corpus_files=[corpus],
+            method="bm25", top_n=3)
+  got = _read_jsonl(out)
+  assert "d9" not in got[0]["negative_ids"] and "q2" not in got[1]["negative_ids"]
+  assert len(got[0]["negative_ids"]) == len(got[1]["negative_ids"]) == 3
+
+
+def test_ids_are_written_as_given_and_blank_texts_are_no_pairs(tmp_path, caplog):
+  lines = [{"query": "cat sat", "query_id": 7, "passage": CORPUS[4], "passage_id": 4,
+            "negatives": [" ", CORPUS[0]], "negative_ids": ["blank", 0]},
+           {"query": "\u3000", "query_id": 8, "passage": CORPUS[1], "passage_id": 1},
+           {"query": "dog sat markets", "query_id": "9", "passage": CORPUS[3], "passage_id": "3",
+            "negatives": [], "negative_ids": []}]
+  out = tmp_path / "mined.jsonl"
+  with caplog.at_level("WARNING"):
+    counts = mine.mine(input_files=[_write_jsonl(tmp_path / "a.jsonl", lines)],
+                       output_file=str(out), method="bm25", top_n=3)
+  assert counts == {"pairs": 2, "queries": 2, "corpus": 3, "short": 2}
+  assert "dropped 1 training examples with an empty text, removed 1 empty" in caplog.text
+  got = _read_jsonl(out)
+  assert [(g["query_id"], g["passage_id"]) for g in got] == [(7, 4), ("9", "3")]
+  assert got[0]["negatives"] == [CORPUS[0], CORPUS[3]] and got[0]["negative_ids"] == [0, "3"]
+  assert got[1]["negatives"] == [CORPUS[4], CORPUS[0]] and got[1]["negative_ids"] == [4, 0]
+
+
+def test_the_inputs_negatives_are_replaced_or_kept(tmp_path, caplog):
+  lines = [{"query": "cat sat", "passage": CORPUS[0], "negatives": ["stocks", "dogs"]},
+           {"query": "markets", "passage": CORPUS[3]}]
+  path = _write_jsonl(tmp_path / "a.jsonl", lines)
+  out = tmp_path / "mined.jsonl"
+  with caplog.at_level("WARNING"):
+    mine.mine(input_files=[path], output_file=str(out), method="bm25", top_n=3)
+  assert "hold 2 negatives: replaced by mined ones (MINE_INPUT_NEGATIVES='replace')" in (
+      caplog.text)
+  replaced = _read_jsonl(out)
+  assert sorted(replaced[0]["negatives"]) == sorted(["stocks", "dogs", CORPUS[3]])
+  mine.mine(input_files=[path], output_file=str(out), method="bm25", top_n=3,
+            input_negatives="keep")
+  kept = _read_jsonl(out)
+  assert kept[0]["negatives"][:2] == ["stocks", "dogs"] and len(kept[0]["negatives"]) == 3
+  assert kept[0]["negatives"][2] not in ("stocks", "dogs", CORPUS[0])
+  assert kept[1]["negatives"] == replaced[1]["negatives"]
+  with pytest.raises(ValueError, match="MINE_INPUT_NEGATIVES must be 'replace' or 'keep'"):
+    mine.mine(input_files=[path], output_file=str(out), method="bm25", input_negatives="add")
+
+
+def test_every_process_counts_and_only_the_first_writes(tmp_path, monkeypatch):
+  path = _write_jsonl(tmp_path / "a.jsonl", [{"query": "cat", "passage": CORPUS[0]},
+                                             {"query": "dog", "passage": CORPUS[4]}])
+  first = mine.mine(input_files=[path], output_file=str(tmp_path / "0.jsonl"),
+                    method="bm25", top_n=1)
+  monkeypatch.setattr(mine.jax, "process_index", lambda: 1)
+  other = mine.mine(input_files=[path], output_file=str(tmp_path / "1.jsonl"),
+                    method="bm25", top_n=2)
+  assert first["short"] == 0 and other == first | {"short": 2}
+  assert not (tmp_path / "1.jsonl").exists()
+
+
+def test_an_empty_input_file_is_named(tmp_path):
+  (tmp_path / "empty.jsonl").write_text("\n")
+  path = _write_jsonl(tmp_path / "a.jsonl", [{"query": "cat", "passage": CORPUS[0]}])
+  with pytest.raises(data_files.DataError, match=r"empty.jsonl: no pairs"):
+    mine.mine(input_files=[path, str(tmp_path / "empty.jsonl")],
+              output_file=str(tmp_path / "out.jsonl"), method="bm25")

@@ -19,6 +19,7 @@ import seqio
 
 import samtone_jax.tasks  # pylint: disable=unused-import
 from samtone_jax import inputs, launch, run_dir, train
+from samtone_jax.tasks import vocabularies
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY_RUN = ["TRAIN_STEPS = 12", "BATCH_SIZE = 16", "CHECKPOINT_PERIOD = 4", "EVAL_PERIOD = 4",
@@ -167,6 +168,23 @@ def test_bad_configuration_fails_before_anything_is_compiled(tfds_dir, tmp_path,
   created: the train state, the first thing compiled, is made after that."""
   with pytest.raises((ValueError, KeyError), match=re.escape(message)):
     _run(tmp_path / "run", binding)
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("text", ["", '{"query": " ", "passage": "p"}\n'])
+def test_a_split_without_examples_stops_at_start_up_naming_its_files(tmp_path, text):
+  """An empty training file (or one of blank texts only) stops before MODEL_DIR is made."""
+  (tmp_path / "train.jsonl").write_text(text)
+  gin.clear_config()
+  launch.parse_gin(["experiments/own_data.gin", "models/t5_1_1_quickstart.gin"],
+                   [f"MODEL_DIR = '{tmp_path / 'run'}'", *TINY_RUN,
+                    f"TRAIN_FILES = ['{tmp_path / 'train.jsonl'}']",
+                    f"vocabularies.t5_vocabulary_path.path = '{vocabularies.QUICKSTART_PATH}'"])
+  try:
+    with pytest.raises(ValueError, match=r"train.jsonl\]?: own_pairs train: no examples"):
+      gin.get_configurable(train.train)()
+  finally:
+    gin.clear_config()
   assert not (tmp_path / "run").exists()
 
 
