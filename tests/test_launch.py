@@ -152,7 +152,9 @@ def test_evaluate_scores_the_sets_that_the_run_names(tmp_path):
                  f"--gin.CHECKPOINT_PATH='{tmp_path / 't5'}'",
                  f"--gin.EVAL_OUTPUT_DIR='{tmp_path / 'out'}'"])
   written = json.loads((tmp_path / "out" / "metrics.json").read_text())
-  assert list(written) == ["beir_mine"] and 0 < written["beir_mine"]["MRR"] <= 1
+  [(row, metrics)] = written.items()  # one set, ranked for the folder's queries q0 and q1
+  trec = (tmp_path / "out" / f"{row}.trec").read_text().splitlines()
+  assert {line.split()[0] for line in trec} == {"q0", "q1"} and 0 < metrics["MRR"] <= 1
 
 
 def test_evaluate_refuses_an_empty_eval_tasks(tmp_path):
