@@ -138,12 +138,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.error("one or two --checkpoint, and as many --label if any")
   labels = args.label or [pathlib.Path(c).name for c in args.checkpoint]
   eval_set = eval_sets.get(args.task)
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
   results = {}
   for label, checkpoint in zip(labels, args.checkpoint):
     emb = embeddings(checkpoint, eval_set, args.sample, args.seed)
     results[label] = (emb, statistics(emb, args.seed))
+  out = pathlib.Path(args.out)  # made once the runs are read: a bad run leaves nothing
+  out.mkdir(parents=True, exist_ok=True)
   draw(results, out, args.seed)
   summary = {label: {"top1_similarity": summarise(stats["top1"]),
                      "qq_over_qp": summarise(stats["ratios"]),

@@ -65,6 +65,10 @@ def evaluate(*, model: dual_encoder.DualEncoder = gin.REQUIRED,
   """
   if set(baselines) - {"bm25"}:
     raise ValueError(f"EVAL_BASELINES may hold 'bm25', got {list(baselines)!r}.")
+  if isinstance(eval_tasks, str) or not eval_tasks:
+    raise ValueError(f"EVAL_TASKS={eval_tasks!r}: name a list of one or more sets, e.g."
+                     " --gin.EVAL_TASKS=\"['beir:/data/mine/eval']\" (a run's config.gin gives"
+                     " the sets it was evaluated on, if any).")
   if vocabulary is None:
     if mixture_or_task_name is None:
       raise ValueError("set VOCABULARY or MIXTURE_OR_TASK_NAME (whose vocabulary to use).")

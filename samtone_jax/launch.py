@@ -11,6 +11,9 @@ path), `--gin.NAME=VALUE` (a binding or macro, repeatable), `--gin_search_paths`
 
 `export` and `analysis` start from a finished run instead: `read_run` gives the model
 (MODEL) and the macros of its config.gin.
+
+Both stop before anything runs when the gin files leave a macro `%gin.REQUIRED` or use one
+that none sets (`check_macros`), naming the macros and the files.
 """
 
 import argparse
@@ -76,6 +79,46 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str] = (),
     logging.getLogger().removeFilter(quiet)
 
 
+def _is_required(value: Any) -> bool:
+  return isinstance(value, gin.config.ConfigurableReference) and repr(value) == "%gin.REQUIRED"
+
+
+def missing_macros() -> list[str]:
+  """The gin macros (and bindings) of the parsed configuration left `%gin.REQUIRED`, and the
+  macros that a binding uses and no file sets, in the order first met.
+
+  gin's own `finalize` checks both, but stops at the first with the whole configuration in
+  its message, and locks the configuration; gin gives no public view of all its bindings.
+  """
+  config = gin.config._CONFIG  # pylint: disable=protected-access
+  missing = []
+  for (scope, selector), bindings in config.items():
+    for name, value in bindings.items():
+      if _is_required(value):  # `NAME = %gin.REQUIRED` binds gin.macro's value in scope NAME
+        missing.append(scope if selector == "gin.macro" else
+                       f"{scope}{'/' if scope else ''}{selector}.{name}")
+      for ref in gin.config.iterate_references(value, to=gin.get_configurable(gin.config.macro)):
+        macro = "/".join(ref.scopes)
+        if (macro, "gin.macro") not in config:
+          missing.append(macro)
+  return list(dict.fromkeys(missing))
+
+
+def check_macros(gin_files: Sequence[str], bindings: Sequence[str] = ()) -> None:
+  """Raises ValueError naming the macros that the parsed gin files and bindings leave unset
+  (see `missing_macros`), before anything runs: a macro left `%gin.REQUIRED` would otherwise
+  reach the code as a bare placeholder object."""
+  missing = missing_macros()
+  if missing:
+    parsed = ", ".join(map(str, gin_files)) + (" and the --gin bindings" if bindings else "")
+    names = (f"macro {missing[0]} is" if len(missing) == 1 else
+             f"macros {', '.join(missing)} are")
+    raise ValueError(
+        f"gin {names} not set (left %gin.REQUIRED, or used and never given a value) by the"
+        f" gin files {parsed}. Set each in a gin file or with --gin.{missing[0]}=VALUE"
+        " (strings in inner quotes).")
+
+
 def setup_logging() -> None:
   """samtone_jax's progress lines on stdout (JAX and TensorFlow keep their own logs)."""
   ours = logging.getLogger("samtone_jax")
@@ -107,12 +150,13 @@ def run_configurable(function: Callable[..., Any], argv: Optional[Sequence[str]]
   xla_flags.set_cpu_defaults()
   initialize_processes(args)
   parse_gin(args.gin_file, args.gin_bindings, args.search_paths)
+  check_macros(args.gin_file, args.gin_bindings)
   return gin.get_configurable(function)()
 
 
 @gin.configurable
-def _run_model(model=gin.REQUIRED):
-  return model
+def _run_values(model=gin.REQUIRED, macros=gin.REQUIRED):
+  return model, macros
 
 
 def read_run(gin_files: Sequence[str], macros: Sequence[str], bindings: Sequence[str] = (),
@@ -121,20 +165,14 @@ def read_run(gin_files: Sequence[str], macros: Sequence[str], bindings: Sequence
   any overrides) set; gin's configuration is left empty, as it was found.
 
   Raises:
-    ValueError: a macro that the files do not set, naming the files.
+    ValueError: a macro that the files do not set, naming the macro and the files.
   """
   gin.clear_config()
-  parse_gin(gin_files, ["_run_model.model = %MODEL", *bindings],
-            search_paths)
+  values = "{" + ", ".join(f"'{name}': %{name}" for name in macros) + "}"
+  parse_gin(gin_files, ["_run_values.model = %MODEL", f"_run_values.macros = {values}",
+                        *bindings], search_paths)
   try:
-    model = _run_model()
-    values = {}
-    for name in macros:
-      try:
-        values[name] = gin.query_parameter(f"{name}/gin.macro.value")
-      except ValueError:
-        raise ValueError(f"{', '.join(map(str, gin_files))}: no macro {name} (a training run's"
-                         " config.gin sets it).") from None
+    check_macros(gin_files, bindings)
+    return _run_values()
   finally:
     gin.clear_config()
-  return model, values

@@ -1,0 +1,176 @@
+"""The entry points' shared start: a required gin macro that no file sets stops every command
+at start-up, naming the macro and the gin files, before anything is written; a run's own
+config.gin gives evaluate its EVAL_TASKS."""
+
+import json
+import os
+import re
+
+import gin
+import pytest
+
+import samtone_jax.tasks  # pylint: disable=unused-import
+from samtone_jax import analysis, encode, evaluate, export, launch, mine, train
+
+LENGTHS = "{'queries': 16, 'passages': 32}"
+# What a training run's config.gin sets, as `name = value` lines.
+RUN_MACROS = {"MIXTURE_OR_TASK_NAME": "'stdlib_code_search'", "TASK_FEATURE_LENGTHS": LENGTHS,
+              "EVAL_TASKS": "['stdlib_code_search_test']", "TRAIN_STEPS": "4",
+              "BATCH_SIZE": "8", "LEARNING_RATE": "0.01", "TEMPERATURE": "0.05",
+              "SAME_TOWER": "'query'", "BIDIRECTIONAL": "False", "PAIR_ALPHA": "0.0",
+              "NUM_NEGATIVES": "0", "MASK_DUPLICATES": "False",
+              "INITIAL_CHECKPOINT_PATH": "None"}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_gin(monkeypatch):
+  """An empty gin configuration, and XLA_FLAGS as it was (the entry points add to it)."""
+  monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+  gin.clear_config()
+  yield
+  gin.clear_config()
+
+
+def _write_run(path, model=True, **macros):
+  """A training run's folder as the commands read it: config.gin (the quickstart's model,
+  unless `model` is False, and RUN_MACROS updated by `macros`) and a checkpoints/1 folder.
+
+  Returns:
+    The run's path.
+  """
+  lines = ["include 'models/t5_1_1_quickstart.gin'"] if model else []
+  lines += [f"{name} = {value}" for name, value in {**RUN_MACROS, **macros}.items()]
+  (path / "checkpoints" / "1").mkdir(parents=True)
+  (path / "config.gin").write_text("\n".join(lines) + "\n")
+  return path
+
+
+def _write_beir(path):
+  """A BEIR folder of 4 documents and 2 queries; returns its path."""
+  path.mkdir(parents=True)
+  docs = ["def add(a, b): return a + b", "def read(path): return open(path).read()",
+          "class Stack: pass", "import os"]
+  (path / "corpus.jsonl").write_text("".join(
+      json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n" for i, t in enumerate(docs)))
+  (path / "queries.jsonl").write_text(
+      json.dumps({"_id": "q0", "text": "add two numbers"}) + "\n"
+      + json.dumps({"_id": "q1", "text": "read a file"}) + "\n")
+  (path / "qrels").mkdir()
+  (path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq0\td0\t1\nq1\td1\t1\n")
+  return path
+
+
+def _configurable_cases(tmp_path):
+  """(main, gin files, bindings, the missing macro) of each gin-configured entry point;
+  every binding that names a folder or file to write puts it under tmp_path / "out"."""
+  run = _write_run(tmp_path / "run")
+  config, out = str(run / "config.gin"), tmp_path / "out"
+  return {
+      "evaluate": (evaluate.main, [config, "runs/eval.gin"],
+                   [f"EVAL_OUTPUT_DIR = '{out}'"], "CHECKPOINT_PATH"),
+      "evaluate_without_a_run": (
+          evaluate.main, ["models/t5_1_1_quickstart.gin", "runs/eval.gin"],
+          ["MIXTURE_OR_TASK_NAME = 'stdlib_code_search'", f"TASK_FEATURE_LENGTHS = {LENGTHS}",
+           f"CHECKPOINT_PATH = '{run}'", f"EVAL_OUTPUT_DIR = '{out}'"], "EVAL_TASKS"),
+      "encode": (encode.main, [config, "runs/encode.gin"],
+                 [f"CHECKPOINT_PATH = '{run}'", f"ENCODE_OUTPUT_DIR = '{out}'"],
+                 "ENCODE_CORPUS"),
+      "mine": (mine.main, [config, "runs/mine.gin"],
+               [f"CHECKPOINT_PATH = '{run}'", f"MINE_OUTPUT_FILE = '{out}/mined.jsonl'"],
+               "MINE_INPUT_FILES"),
+      "mine_bm25": (mine.main, ["runs/mine_bm25.gin"],
+                    [f"MINE_OUTPUT_FILE = '{out}/mined.jsonl'"], "MINE_INPUT_FILES"),
+      "train": (train.main, ["experiments/quickstart.gin"], [], "MODEL_DIR"),
+      "train_own_data": (train.main, ["experiments/own_data.gin"], [f"MODEL_DIR = '{out}'"],
+                         "TRAIN_FILES"),
+  }
+
+
+@pytest.mark.parametrize("case", ["evaluate", "evaluate_without_a_run", "encode", "mine",
+                                  "mine_bm25", "train", "train_own_data"])
+def test_a_missing_macro_stops_a_gin_command_naming_it(case, tmp_path):
+  main, files, bindings, missing = _configurable_cases(tmp_path)[case]
+  argv = [*(f"--gin_file={f}" for f in files), *(f"--gin.{b}" for b in bindings)]
+  with pytest.raises(ValueError, match=rf"gin macro {missing} is not set") as raised:
+    main(argv)
+  message = str(raised.value)
+  assert all(f in message for f in files), message
+  assert [name for name in ("CHECKPOINT_PATH", "EVAL_TASKS", "ENCODE_CORPUS",
+                            "MINE_INPUT_FILES", "MINE_OUTPUT_FILE", "MODEL_DIR", "TRAIN_FILES")
+          if re.search(rf"\b{name}\b", message)] == [missing], message
+  assert not (tmp_path / "out").exists()
+
+
+def test_a_run_without_model_stops_export_naming_it(tmp_path):
+  run = _write_run(tmp_path / "run", model=False)
+  with pytest.raises(ValueError, match=r"gin macro MODEL is not set") as raised:
+    export.main([f"--checkpoint={run / 'checkpoints' / '1'}", f"--out={tmp_path / 'out'}"])
+  assert str(run / "config.gin") in str(raised.value)
+  assert not (tmp_path / "out").exists()
+
+
+def test_an_override_left_required_stops_export_naming_it(tmp_path):
+  run = _write_run(tmp_path / "run")
+  (tmp_path / "card.gin").write_text("TEMPERATURE = %gin.REQUIRED\n")
+  with pytest.raises(ValueError, match=r"gin macro TEMPERATURE is not set") as raised:
+    export.main([f"--checkpoint={run}/checkpoints/1", f"--out={tmp_path / 'out'}",
+                 f"--gin_file={tmp_path / 'card.gin'}"])
+  assert str(tmp_path / "card.gin") in str(raised.value)
+  assert not (tmp_path / "out").exists()
+
+
+def test_a_run_without_lengths_stops_analysis_naming_them(tmp_path):
+  run = _write_run(tmp_path / "run")
+  (run / "config.gin").write_text(
+      (run / "config.gin").read_text().replace(f"TASK_FEATURE_LENGTHS = {LENGTHS}\n", ""))
+  beir = _write_beir(tmp_path / "beir")
+  with pytest.raises(ValueError, match=r"gin macro TASK_FEATURE_LENGTHS is not set") as raised:
+    analysis.main([f"--checkpoint={run}", f"--task=beir:{beir}", f"--out={tmp_path / 'out'}"])
+  assert str(run / "config.gin") in str(raised.value)
+  assert not (tmp_path / "out").exists()
+
+
+def test_a_run_without_model_stops_analysis_naming_it(tmp_path):
+  run = _write_run(tmp_path / "run", model=False)
+  beir = _write_beir(tmp_path / "beir")
+  with pytest.raises(ValueError, match=r"gin macro MODEL is not set"):
+    analysis.main([f"--checkpoint={run}", f"--task=beir:{beir}", f"--out={tmp_path / 'out'}"])
+  assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_scores_the_sets_that_the_run_names(tmp_path):
+  """Without an EVAL_TASKS flag, evaluate scores the sets of the run's config.gin (here a
+  BEIR folder, with a Hugging Face T5 folder of the quickstart's sizes as the checkpoint)."""
+  from tests import hf_fixtures  # pylint: disable=g-import-not-at-top
+  hf_fixtures.save_t5_encoder(tmp_path / "t5", vocab_size=2000, d_model=64, d_ff=128,
+                              num_heads=4, d_kv=16, num_layers=2,
+                              relative_attention_num_buckets=32,
+                              relative_attention_max_distance=128)
+  beir = _write_beir(tmp_path / "mine")
+  run = _write_run(tmp_path / "run", EVAL_TASKS=f"['beir:{beir}']")
+  evaluate.main([f"--gin_file={run / 'config.gin'}", "--gin_file=runs/eval.gin",
+                 f"--gin.CHECKPOINT_PATH='{tmp_path / 't5'}'",
+                 f"--gin.EVAL_OUTPUT_DIR='{tmp_path / 'out'}'"])
+  written = json.loads((tmp_path / "out" / "metrics.json").read_text())
+  [(row, metrics)] = written.items()  # one set, ranked for the folder's queries q0 and q1
+  trec = (tmp_path / "out" / f"{row}.trec").read_text().splitlines()
+  assert {line.split()[0] for line in trec} == {"q0", "q1"} and 0 < metrics["MRR"] <= 1
+
+
+def test_evaluate_refuses_an_empty_eval_tasks(tmp_path):
+  """A run trained without EVAL_TASKS (runs/train.gin's default, []) names no set: evaluate
+  asks for one instead of writing an empty metrics.json."""
+  run = _write_run(tmp_path / "run", EVAL_TASKS="[]")
+  with pytest.raises(ValueError, match=r"EVAL_TASKS"):
+    evaluate.main([f"--gin_file={run / 'config.gin'}", "--gin_file=runs/eval.gin",
+                   f"--gin.CHECKPOINT_PATH='{run}'", f"--gin.EVAL_OUTPUT_DIR='{tmp_path}/out'"])
+  assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("experiment, left", [
+    ("quickstart", ["MODEL_DIR"]), ("own_data", ["MODEL_DIR", "TRAIN_FILES"]),
+    ("paper/msmarco_sde_samtone", ["MODEL_DIR"]), ("paper/nq_ade_spl_pair", ["MODEL_DIR"])])
+def test_a_shipped_experiment_leaves_only_its_documented_macros(experiment, left):
+  """The check refuses no macro that an experiment sets: only those its header asks for."""
+  launch.parse_gin([f"experiments/{experiment}.gin"])
+  assert launch.missing_macros() == left
