@@ -9,8 +9,12 @@ consecutive steps:
   `directions=("query_to_doc", "query_to_query")` (query-side SamToNe in one joint softmax)
   on a Hugging Face `T5EncoderModel` of the same sizes, with mean pooling, the same
   projection and normalisation, and torch's Adafactor;
-- the machine's dense matmul rate: a large square matrix product in JAX (float32 on CPU,
-  bfloat16 on GPU, or as --dtype says; accumulated in float32).
+- the machine's dense matmul rate: a large square matrix product in JAX (in the activations'
+  dtype; accumulated in float32).
+
+The activations' dtype is --dtype, by default the machine's (`samtone_jax.dtypes`, as the
+model files' ACTIVATION_DTYPE = 'auto': bfloat16 on GPU, TPU and CPUs with AVX512-BF16 or
+AMX, float32 on other CPUs).
 
 Before the rounds and after them, each contender also runs `--alone` times back to back
 while the others idle; the benchmark reports each one's time in the rounds over its time
@@ -54,7 +58,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samtone_jax import dual_encoder, losses, optimizers, partitioning, t5, trainer, xla_flags
+from samtone_jax import dtypes, dual_encoder, losses, optimizers, partitioning, t5, trainer, xla_flags
 
 import _common  # pylint: disable=g-bad-import-order  (this folder)
 
@@ -370,15 +374,15 @@ def interleave(contenders: dict[str, Contender], rate: Contender, rounds: int,
 
 def jax_info(dtype) -> dict:
   """Starts JAX's backend under the XLA flags the entry points set (`xla_flags`); returns
-  the backend, its devices, those flags and the activations' dtype (None: float32 on CPU,
-  bfloat16 elsewhere)."""
+  the backend, its devices, those flags and the activations' dtype (None: the machine's
+  default, `dtypes.activation_dtype`)."""
   xla_flags.set_cpu_defaults()
   machine = _common.machine()
   backend = machine["backend"]
   return {"backend": backend, "device_kind": machine["device_kind"],
           "devices": machine["devices"], "machine": machine,
           "xla_flags": os.environ["XLA_FLAGS"],
-          "dtype": dtype or ("float32" if backend == "cpu" else "bfloat16")}
+          "dtype": dtype or dtypes.activation_dtype()}
 
 
 def build_jax_step(size: str, batch: int, lengths: tuple[int, int], dtype=None,
@@ -413,8 +417,9 @@ def main():
   parser.add_argument("--batch", type=int, default=64)
   parser.add_argument("--lengths", default="32,128", help="query and passage lengths")
   parser.add_argument("--dtype", choices=["float32", "bfloat16"],
-                      help="activations (parameters stay float32); default: float32 on CPU,"
-                           " bfloat16 on GPU")
+                      help="activations (parameters stay float32); default: the machine's,"
+                           " bfloat16 on GPU, TPU and CPUs with AVX512-BF16 or AMX, else"
+                           " float32")
   parser.add_argument("--steps", type=int, default=5, help="timed rounds after compilation")
   parser.add_argument("--alone", type=int, default=2,
                       help="timed runs of each contender back to back before the rounds and"
