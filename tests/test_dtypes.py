@@ -15,6 +15,7 @@ AVX2_ONLY = {"fpu", "sse4_2", "avx", "avx2", "fma"}
 AVX512_BF16 = AVX2_ONLY | {"avx512f", "avx512bw", "avx512_bf16"}  # AMD Zen 4, Intel Cooper Lake
 AMX = AVX512_BF16 | {"amx_bf16", "amx_tile", "amx_int8"}  # Intel Sapphire Rapids
 AMX_ONLY = AVX2_ONLY | {"amx_bf16", "amx_tile"}
+ON_CPU = pytest.mark.skipif(jax.default_backend() != "cpu", reason="JAX's backend is not a CPU")
 
 
 @pytest.mark.parametrize("backend, flags, want", [
@@ -61,14 +62,18 @@ def test_cpu_flags_from_a_cpuinfo_file(tmp_path):
 
 
 @pytest.fixture
-def machine(monkeypatch):
-  """Makes `dtypes.activation_dtype()` see the CPU flags that `machine(flags)` gives (None:
-  unreadable), afresh; the cache is cleared again after the test."""
-  def pretend(flags):
-    monkeypatch.setattr(dtypes, "cpu_flags", lambda path=None: flags)
-    dtypes.activation_dtype.cache_clear()
-  yield pretend
+def undecided():
+  """`dtypes.activation_dtype()` decides afresh in the test, and again after it."""
   dtypes.activation_dtype.cache_clear()
+  yield
+  dtypes.activation_dtype.cache_clear()
+
+
+@pytest.fixture
+def machine(monkeypatch, undecided):  # pylint: disable=unused-argument
+  """`machine(flags)` makes `dtypes.activation_dtype()` see these CPU flags (None:
+  unreadable)."""
+  return lambda flags: monkeypatch.setattr(dtypes, "cpu_flags", lambda path=None: flags)
 
 
 @pytest.fixture
@@ -91,11 +96,11 @@ def _gin_model(*bindings):
   return model
 
 
+@ON_CPU
 @pytest.mark.parametrize("flags, want", [(AVX2_ONLY, "float32"), (AMX, "bfloat16"),
                                          (None, "float32")])
 def test_auto_in_the_model_files_follows_the_machine(machine, records, flags, want):
   machine(flags)
-  assert jax.default_backend() == "cpu"  # the tests run on CPU
   assert _gin_model().config.dtype == jnp.dtype(want)
   assert _gin_model().config.dtype == jnp.dtype(want)  # decided and logged once
   assert [r.getMessage().split(" (")[0] for r in records] == [f"Activation dtype: {want}"]
@@ -110,10 +115,10 @@ def test_gin_overrides_the_machine(machine, records, flags, dtype):
   assert not records  # nothing was left to the machine
 
 
-def test_auto_on_this_machine(records):
+@ON_CPU
+def test_auto_on_this_machine(undecided, records):  # pylint: disable=unused-argument
   """The real CPU's flags, read here by hand: float32 on this project's CPU without
   AVX-512, bfloat16 where AVX512-BF16 or AMX is there."""
-  dtypes.activation_dtype.cache_clear()
   try:
     flags = pathlib.Path("/proc/cpuinfo").read_text().split()
   except OSError:
@@ -122,7 +127,6 @@ def test_auto_on_this_machine(records):
   assert t5.T5Config(dtype="auto").dtype == jnp.dtype(want)
   message = records[0].getMessage()
   assert message.startswith(f"Activation dtype: {want} (CPU ")
-  dtypes.activation_dtype.cache_clear()
 
 
 def test_a_bad_dtype_names_auto():
