@@ -62,7 +62,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samtone_jax import dtypes, dual_encoder, losses, optimizers, partitioning, t5, trainer, xla_flags
+from samtone_jax import (dtypes, dual_encoder, losses, optimizers, partitioning, t5, trainer,
+                         xla_flags)
 
 import _common  # pylint: disable=g-bad-import-order  (this folder)
 
