@@ -2,37 +2,20 @@
 
 The scripts are run as `python benchmarks/<name>.py`, so this folder is first on sys.path
 and they `import _common` (as grad_cache.py imports train_throughput). Importing this module
-imports no JAX: `machine(devices=False)` describes the machine without starting a backend (a
-parent process that only orchestrates others, as train_throughput.py's and replicate.py's).
+imports no JAX (only samtone_jax.dtypes, whose /proc/cpuinfo reader it shares, and so the
+package, which imports TensorFlow with the GPUs hidden where it is installed):
+`machine(devices=False)` describes the machine without starting a backend (a parent process
+that only orchestrates others, as train_throughput.py's and replicate.py's).
 """
 
 import importlib.metadata
 import os
-import pathlib
 import platform
 import statistics
 import time
 from typing import Any, Callable, Optional
 
-
-def _cpuinfo() -> tuple[Optional[str], set[str]]:
-  """The first "model name" and the "flags" of /proc/cpuinfo (None and {} where there is
-  none: not Linux)."""
-  model, flags = None, set()
-  try:
-    lines = pathlib.Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
-  except OSError:
-    return model, flags
-  for line in lines:
-    key, _, value = line.partition(":")
-    key = key.strip()
-    if key == "model name" and model is None:
-      model = value.strip()
-    elif key == "flags" and not flags:
-      flags = set(value.split())
-    if model is not None and flags:
-      break
-  return model, flags
+from samtone_jax import dtypes
 
 
 def _version(package: str) -> Optional[str]:
@@ -55,7 +38,8 @@ def machine(devices: bool = True) -> dict[str, Any]:
     "avx512_bf16", "amx" (any amx_* flag; the three False where /proc/cpuinfo has no flags),
     "jax", "jaxlib"}, and with `devices`: "backend", "devices" (the count), "device_kind".
   """
-  model, flags = _cpuinfo()
+  fields = dtypes.cpuinfo() or {}
+  model, flags = fields.get("model name"), set(fields.get("flags", "").split())
   info = {
       "platform": platform.platform(),
       "architecture": platform.machine(),

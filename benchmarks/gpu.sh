@@ -14,7 +14,9 @@
 # It needs JAX with CUDA, Flax, optax, torch, transformers and sentence-transformers, and
 # neither gin nor SeqIO: the scripts import only the model, loss and trainer modules, so it
 # runs from the source tree (PYTHONPATH=.) without installing the package. Each step writes
-# its JSON as soon as it ends, so a run cut short keeps the steps before.
+# its JSON as soon as it ends, so a run cut short keeps the steps before. The dtype is named
+# (bfloat16 is also the GPU's default), and a contender whose step hangs is stopped and
+# reported as timed out (train_throughput.py's --step_timeout, 300 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-benchmarks/results}
@@ -23,8 +25,8 @@ export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 python=${PYTHON:-python3}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
 "$python" benchmarks/train_throughput.py --size small --batch 64 --lengths 32,128 --steps 10 \
-  --out "$out/train_throughput_gpu_small.json"
+  --dtype bfloat16 --out "$out/train_throughput_gpu_small.json"
 "$python" benchmarks/train_throughput.py --size base --batch 128 --lengths 64,256 --steps 10 \
-  --out "$out/train_throughput_gpu_base.json"
+  --dtype bfloat16 --out "$out/train_throughput_gpu_base.json"
 "$python" benchmarks/grad_cache.py --dtypes bfloat16 --rounds 0 \
   --out "$out/grad_cache_gpu.json"

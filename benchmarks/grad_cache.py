@@ -5,7 +5,8 @@ abstract) of the train step of a T5 v1.1 base symmetric dual encoder at batch 51
 64/256, plain and with GRAD_CACHE_CHUNK = 32, in float32 and bfloat16 activations (checked: the chunked step at most 1/4 of the plain
 one).
 
-Time: the plain and the chunked train step of a smaller model, interleaved in one process
+Time: the plain and the chunked train step of a smaller model in the machine's default
+activation dtype (`samtone_jax.dtypes`), interleaved in one process
 (median of the rounds' ratios, in wall-clock and in the process's CPU time, which holds when
 other processes share the machine; GradCache's extra forward pass makes about 4/3 the work).
 
@@ -24,7 +25,7 @@ import statistics
 
 import jax
 
-from samtone_jax import losses, optimizers, partitioning, trainer
+from samtone_jax import dtypes, losses, optimizers, partitioning, trainer
 
 import _common  # pylint: disable=g-bad-import-order  (this folder)
 import train_throughput  # pylint: disable=g-bad-import-order
@@ -93,7 +94,7 @@ def main():
   if args.rounds:
     time_lengths = tuple(int(x) for x in args.time_lengths.split(","))
     batch = train_throughput.random_batch(args.time_batch, time_lengths)
-    dtype = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+    dtype = dtypes.activation_dtype()
     runs = {name: train_throughput.jax_train_step(args.time_size, batch, dtype, chunk)[0]
             for name, chunk in (("plain", None), ("chunked", args.time_chunk))}
     for run in runs.values():

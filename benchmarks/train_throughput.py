@@ -9,8 +9,16 @@ consecutive steps:
   `directions=("query_to_doc", "query_to_query")` (query-side SamToNe in one joint softmax)
   on a Hugging Face `T5EncoderModel` of the same sizes, with mean pooling, the same
   projection and normalisation, and torch's Adafactor;
-- the machine's dense matmul rate: a large square matrix product in JAX (float32 on CPU,
-  bfloat16 on GPU, or as --dtype says; accumulated in float32).
+- the machine's dense matmul rate: a large square matrix product in JAX (in the activations'
+  dtype; accumulated in float32).
+
+The activations' dtype is --dtype, by default the machine's (`samtone_jax.dtypes`, as the
+model files' ACTIVATION_DTYPE = 'auto': bfloat16 on GPU, TPU and CPUs with AVX512-BF16 or
+AMX, float32 on other CPUs).
+
+Each measurement of a contender (an untimed step and the timed one) has a time limit, twice
+`--step_timeout` (300 s): a contender over it is stopped, and reported as timed out in the
+table and the JSON (`timed_out`), while the others go on.
 
 Before the rounds and after them, each contender also runs `--alone` times back to back
 while the others idle; the benchmark reports each one's time in the rounds over its time
@@ -30,7 +38,7 @@ against the card's nominal bfloat16 dense peak.
 
   python benchmarks/train_throughput.py [--size small] [--batch 64] [--lengths 32,128]
       [--dtype float32|bfloat16] [--with_float32] [--steps 5] [--alone 2] [--skip_torch]
-      [--out PATH]
+      [--step_timeout 300] [--out PATH]
 
 Imports only samtone_jax's model, loss, trainer, optimizer and partitioning modules (no gin
 or SeqIO; the package imports TensorFlow if it is installed, with the GPUs hidden from it),
@@ -48,13 +56,14 @@ import pathlib
 import statistics
 import tempfile
 import time
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samtone_jax import dual_encoder, losses, optimizers, partitioning, t5, trainer, xla_flags
+from samtone_jax import (dtypes, dual_encoder, losses, optimizers, partitioning, t5, trainer,
+                         xla_flags)
 
 import _common  # pylint: disable=g-bad-import-order  (this folder)
 
@@ -258,8 +267,8 @@ def summary(times: dict, rates: list, rounds: list[int], model_flops: float, bat
             clocks: list[str], nominal, no_mfu=()) -> dict:
   """Medians over `rounds` of each contender's step: seconds, examples/s, MFU (each round's
   step against the matmul rate measured beside it; not for the contenders in `no_mfu`, whose
-  products are of another dtype) and, on the others' rows, how many times faster ours is,
-  for each clock."""
+  products are of another dtype) and, on the others' rows, how many times faster ours is
+  (unless ours timed out), for each clock."""
   rows = {}
   for name, measured in times.items():
     rows[name] = row = {}
@@ -269,7 +278,7 @@ def summary(times: dict, rates: list, rounds: list[int], model_flops: float, bat
       if name not in no_mfu:
         row[f"mfu_{clock}"] = statistics.median(model_flops / (t * rates[i][c])
                                                 for t, i in zip(step, rounds))
-      if name != "samtone_jax":
+      if name != "samtone_jax" and "samtone_jax" in times:
         row[f"ours_faster_{clock}"] = statistics.median(
             measured[i][c] / times["samtone_jax"][i][c] for i in rounds)
     row["examples_per_second"] = batch / row["wall_seconds"]
@@ -279,6 +288,7 @@ def summary(times: dict, rates: list, rounds: list[int], model_flops: float, bat
 
 
 def print_table(rows: dict) -> None:
+  """`summary`'s rows, and a line for each row {"timed_out": when, "timeout_s": limit}."""
   columns = [("wall_seconds", "step s", "{:.3f}"), ("examples_per_second", "examples/s",
                                                     "{:.2f}"),
              ("mfu_wall", "MFU", "{:.1%}"), ("ours_faster_wall", "ours x", "{:.2f}"),
@@ -287,8 +297,16 @@ def print_table(rows: dict) -> None:
   columns = [c for c in columns if any(c[0] in row for row in rows.values())]
   print(f"{'':22}" + "".join(f"{title:>14}" for _, title, _ in columns))
   for name, row in rows.items():
+    if "timed_out" in row:
+      print(f"{name:22}  timed out in {row['timed_out']}: a measurement (two steps) took"
+            f" over {row['timeout_s']:g} s")
+      continue
     print(f"{name:22}" + "".join(f"{form.format(row[key]) if key in row else '':>14}"
                                  for key, _, form in columns))
+
+
+class ContenderTimeout(RuntimeError):
+  """A contender took longer than its time limit to measure; its process has been stopped."""
 
 
 class Contender:
@@ -298,20 +316,37 @@ class Contender:
   or rate, CPU s or rate, the share of the machine other processes took). Each
   `measure(watch)` runs it twice and times the second run, as in training, where steps
   follow steps: on the 2-core CPU the first step after another process's work was up to 2x
-  slower. It also returns the largest share of the machine (CPU seconds over wall seconds x
-  cores) that a process of `watch` (the other contenders, idle meanwhile) took during the
-  timed run."""
+  slower (the first measurement's untimed run is also the warm-up). It also returns the
+  largest share of the machine (CPU seconds over wall seconds x cores) that a process of
+  `watch` (the other contenders, idle meanwhile) took during the timed run.
 
-  def __init__(self, build: Callable[..., tuple[Callable[[], tuple], dict]], **kwargs):
+  `timeout`: the seconds that one `measure` (both runs) may take, None for no limit. Past
+  it the process is killed and `measure` raises ContenderTimeout: a step that never ends
+  stops the contender, not the benchmark.
+  """
+
+  def __init__(self, build: Callable[..., tuple[Callable[[], tuple], dict]],
+               timeout: Optional[float] = None, **kwargs):
     context = multiprocessing.get_context("spawn")
     self._conn, child = context.Pipe()
+    self._name = getattr(build, "__name__", build)
+    self._timeout = timeout
     self._process = context.Process(target=_serve, args=(child, build), kwargs=kwargs,
                                     daemon=True)
     self._process.start()
     self.pid = self._process.pid
     self.info = self._reply()
 
-  def _reply(self):
+  @property
+  def alive(self) -> bool:
+    return self._process.exitcode is None
+
+  def _reply(self, timeout: Optional[float] = None):
+    if not self._conn.poll(timeout):
+      self._process.kill()
+      self._process.join()
+      raise ContenderTimeout(f"{self._name}: a measurement took over {timeout:g} s (two runs);"
+                             " stopped")
     reply = self._conn.recv()
     if isinstance(reply, BaseException):
       raise reply
@@ -320,11 +355,12 @@ class Contender:
   def measure(self, watch: Sequence["Contender"] = ()) -> tuple:
     """(what `measure()` returns..., the largest idle share of `watch`)."""
     self._conn.send(("measure", [c.pid for c in watch if c is not self]))
-    return self._reply()
+    return self._reply(self._timeout)
 
   def close(self):
-    self._conn.send(("stop", []))
-    self._process.join()
+    if self.alive:
+      self._conn.send(("stop", []))
+      self._process.join()
 
 
 def _serve(conn, build, **kwargs):
@@ -348,18 +384,59 @@ def _serve(conn, build, **kwargs):
     raise
 
 
+def measure_or_drop(contenders: dict[str, Contender], name: str, rate: Contender, runs: int,
+                    timed_out: Optional[dict[str, str]], when: str) -> Optional[list[tuple]]:
+  """`runs` measurements of `contenders[name]` back to back, the other contenders and the
+  matmul rate watched meanwhile. A contender over its time limit (ContenderTimeout) gives
+  None: it is removed from `contenders` and recorded in `timed_out` as {name: `when`}
+  (`timed_out` None: the error propagates)."""
+  try:
+    return [contenders[name].measure([*contenders.values(), rate]) for _ in range(runs)]
+  except ContenderTimeout as e:
+    if timed_out is None:
+      raise
+    print(f"{when}: {e}", flush=True)
+    timed_out[name] = when
+    del contenders[name]
+    return None
+
+
+def measure_alone(contenders: dict[str, Contender], rate: Contender, runs: int,
+                  timed_out: dict[str, str], when: str) -> dict[str, list[tuple]]:
+  """Each contender's `runs` measurements back to back while the others idle, then the
+  matmul rate's: {name or "matmul": [measurement]}, without the contenders that ran over
+  their time limit (recorded in `timed_out`, see `measure_or_drop`)."""
+  alone = {}
+  for name in list(contenders):
+    measured = measure_or_drop(contenders, name, rate, runs, timed_out, when)
+    if measured is not None:
+      alone[name] = measured
+  alone["matmul"] = [rate.measure([*contenders.values(), rate]) for _ in range(runs)]
+  return alone
+
+
 def interleave(contenders: dict[str, Contender], rate: Contender, rounds: int,
-               label: str = "round") -> tuple[dict[str, list[tuple]], list[tuple]]:
+               label: str = "round", timed_out: Optional[dict[str, str]] = None
+               ) -> tuple[dict[str, list[tuple]], list[tuple]]:
   """`rounds` rounds of each contender's `measure`, then the matmul rate's, printed as they
   come: ({name: [(wall s, CPU s, others' share, idle share)] a round}, [(FLOP/s, FLOP per
-  CPU second, others' share, idle share)] a round)."""
-  everyone = [*contenders.values(), rate]
+  CPU second, others' share, idle share)] a round).
+
+  With `timed_out` given, a contender over its time limit (ContenderTimeout) is recorded
+  there as {name: "<label> <i>"} and dropped: from `contenders`, from the rounds after, and
+  from the times returned. Without it, the error propagates.
+  """
   times, rates = {name: [] for name in contenders}, []
   for i in range(rounds):
-    for name, contender in contenders.items():
-      times[name].append(contender.measure(everyone))
-    rates.append(rate.measure(everyone))
-    print(f"{label} {i + 1}/{rounds}: " + ", ".join(
+    when = f"{label} {i + 1}"
+    for name in list(contenders):
+      measured = measure_or_drop(contenders, name, rate, 1, timed_out, when)
+      if measured is None:
+        del times[name]
+      else:
+        times[name] += measured
+    rates.append(rate.measure([*contenders.values(), rate]))
+    print(f"{when}/{rounds}: " + ", ".join(
         f"{name} {times[name][-1][0]:.3f} s" for name in contenders)
           + f", matmul {rates[-1][0] / 1e12:.3f} TFLOP/s; other processes took "
           + "/".join(f"{m[-1][2]:.0%}" for m in [*times.values(), rates])
@@ -370,33 +447,33 @@ def interleave(contenders: dict[str, Contender], rate: Contender, rounds: int,
 
 def jax_info(dtype) -> dict:
   """Starts JAX's backend under the XLA flags the entry points set (`xla_flags`); returns
-  the backend, its devices, those flags and the activations' dtype (None: float32 on CPU,
-  bfloat16 elsewhere)."""
+  the backend, its devices, those flags and the activations' dtype (None: the machine's
+  default, `dtypes.activation_dtype`)."""
   xla_flags.set_cpu_defaults()
   machine = _common.machine()
   backend = machine["backend"]
   return {"backend": backend, "device_kind": machine["device_kind"],
           "devices": machine["devices"], "machine": machine,
           "xla_flags": os.environ["XLA_FLAGS"],
-          "dtype": dtype or ("float32" if backend == "cpu" else "bfloat16")}
+          "dtype": dtype or dtypes.activation_dtype()}
 
 
 def build_jax_step(size: str, batch: int, lengths: tuple[int, int], dtype=None,
                    grad_cache_chunk=None):
-  """A Contender's build: our train step, warmed up."""
+  """A Contender's build: our train step, compiled (the first measurement's untimed step
+  warms it up, within the time limit)."""
   info = jax_info(dtype)
   step, info["params"], info["xla_flops"] = jax_train_step(
       size, random_batch(batch, lengths), info["dtype"], grad_cache_chunk)
-  step()
   return lambda: seconds(step), info
 
 
 def build_torch_step(size: str, batch: int, lengths: tuple[int, int], dtype: str,
                      device: str):
-  """A Contender's build: sentence-transformers' train step on `device`, warmed up."""
+  """A Contender's build: sentence-transformers' train step on `device` (the first
+  measurement's untimed step warms it up, within the time limit)."""
   import torch
   step, params = torch_train_step(size, random_batch(batch, lengths), dtype, device)
-  step()  # and torch's first allocations
   return lambda: seconds(step), {"params": params, "torch": torch.__version__,
                                  "threads": torch.get_num_threads()}
 
@@ -413,9 +490,14 @@ def main():
   parser.add_argument("--batch", type=int, default=64)
   parser.add_argument("--lengths", default="32,128", help="query and passage lengths")
   parser.add_argument("--dtype", choices=["float32", "bfloat16"],
-                      help="activations (parameters stay float32); default: float32 on CPU,"
-                           " bfloat16 on GPU")
+                      help="activations (parameters stay float32); default: the machine's,"
+                           " bfloat16 on GPU, TPU and CPUs with AVX512-BF16 or AMX, else"
+                           " float32")
   parser.add_argument("--steps", type=int, default=5, help="timed rounds after compilation")
+  parser.add_argument("--step_timeout", type=float, default=300,
+                      help="seconds a contender's step may take: a measurement (an untimed"
+                           " step and the timed one) over twice this stops the contender,"
+                           " which is reported as timed out")
   parser.add_argument("--alone", type=int, default=2,
                       help="timed runs of each contender back to back before the rounds and"
                            " after them, the others idle: what each takes alone")
@@ -427,7 +509,8 @@ def main():
                                            / "train_throughput.json"))
   args = parser.parse_args()
   lengths = tuple(int(x) for x in args.lengths.split(","))
-  common = dict(size=args.size, batch=args.batch, lengths=lengths)
+  common = dict(size=args.size, batch=args.batch, lengths=lengths,
+                timeout=2 * args.step_timeout)
   # The parent process only orchestrates: it starts no JAX backend (on a GPU it would hold
   # memory) and times nothing itself.
   contenders = {"samtone_jax": Contender(build_jax_step, dtype=args.dtype,
@@ -453,8 +536,7 @@ def main():
     if torch_info["params"] != params:
       raise AssertionError(f"the models differ: {params} parameters here,"
                            f" {torch_info['params']} in torch (token embeddings aside)")
-  rate = Contender(build_rate, dtype=dtype)
-  everyone = [*contenders.values(), rate]
+  rate = Contender(build_rate, dtype=dtype, timeout=2 * args.step_timeout)
 
   # Round by round: each step, then the matmul rate. Wall-clock figures are what a user
   # waits; on a CPU, the CPU seconds of the process (all threads) are also given. Each
@@ -462,19 +544,21 @@ def main():
   # shared machine the figures of the quiet rounds (others under QUIET of it) are also given.
   # Each contender alone (`--alone` runs back to back, the others idle) before the rounds
   # and again after them, so that a drift of the machine during the run cancels: an
-  # interleaved round should take what the contender takes alone.
-  named = [*contenders.items(), ("matmul", rate)]
-  alone = {name: [contender.measure(everyone) for _ in range(args.alone)]
-           for name, contender in named}
+  # interleaved round should take what the contender takes alone. A contender whose
+  # measurement runs over the time limit is stopped, and reported as timed out.
+  timed_out = {}
+  alone = measure_alone(contenders, rate, args.alone, timed_out, "the runs alone before the"
+                        " rounds")
   if args.alone:
     median = {name: statistics.median(m[0] for m in runs) for name, runs in alone.items()}
     print(f"alone, before the rounds (medians of {args.alone}): " + ", ".join(
         f"{name} {median[name]:.3f} s" for name in contenders)
           + f", matmul {median['matmul'] / 1e12:.3f} TFLOP/s", flush=True)
-  times, rates = interleave(contenders, rate, args.steps)
-  for name, contender in named:
-    alone[name] += [contender.measure(everyone) for _ in range(args.alone)]
-  for contender in everyone:
+  times, rates = interleave(contenders, rate, args.steps, timed_out=timed_out)
+  after = measure_alone(contenders, rate, args.alone, timed_out, "the runs alone after the"
+                        " rounds")
+  alone = {name: alone[name] + runs for name, runs in after.items()}
+  for contender in [*contenders.values(), rate]:
     contender.close()
 
   clocks = ["wall", "cpu"] if backend == "cpu" else ["wall"]
@@ -483,6 +567,8 @@ def main():
   every = list(range(args.steps))
   quiet = [i for i in every if all(m[i][2] < QUIET for m in [*times.values(), rates])]
   rows = summary(times, rates, every, model_flops, args.batch, clocks, nominal, no_mfu)
+  rows.update({name: {"timed_out": when, "timeout_s": 2 * args.step_timeout}
+               for name, when in timed_out.items()})
   quiet_rows = summary(times, rates, quiet, model_flops, args.batch, clocks, nominal, no_mfu
                        ) if quiet else None
 
@@ -517,6 +603,7 @@ def main():
       "matmul_flops_per_cpu_second": statistics.median(r[1] for r in rates),
       "matmul_all": rates, "torch": torch_info,
       "nominal_bf16_peak": nominal, "step_seconds": times, "rows": rows,
+      "step_timeout_s": args.step_timeout, "timed_out": timed_out,
       "max_idle_contender_share": max(m[3] for m in [*sum(times.values(), []), *rates]),
       "alone": alone, "interleaved_over_alone": interleaved_over_alone,
       "quiet": {"max_others_share": QUIET, "rounds": quiet, "rows": quiet_rows}}, indent=2))

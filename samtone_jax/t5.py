@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from samtone_jax import matmul
+from samtone_jax import dtypes, matmul
 
 Array = jax.Array
 
@@ -62,7 +62,9 @@ class T5Config:
     relative_attention_max_distance: distance beyond which positions share a bucket.
     layer_norm_epsilon: epsilon of the RMS norms.
     dtype: activations' dtype (e.g. jnp.bfloat16); norms, attention softmax in float32,
-      dense products accumulated in float32 (samtone_jax/matmul.py).
+      dense products accumulated in float32 (samtone_jax/matmul.py). 'auto': this
+      machine's (`dtypes.activation_dtype`: bfloat16 on GPU, TPU and CPUs with AVX512-BF16
+      or AMX, else float32).
     param_dtype: parameters' dtype.
     remat: recompute each layer's activations in the backward pass (jax.checkpoint),
       trading compute for memory with large batches.
@@ -86,11 +88,14 @@ class T5Config:
     # Canonical forms, so that configs are hashable and compare equal whatever gin gave
     # (a list of activations, a dtype name such as 'bfloat16').
     object.__setattr__(self, "mlp_activations", tuple(self.mlp_activations))
+    if isinstance(self.dtype, str) and self.dtype == dtypes.AUTO:
+      object.__setattr__(self, "dtype", dtypes.activation_dtype())
     for name in ("dtype", "param_dtype"):
       try:
         object.__setattr__(self, name, jnp.dtype(getattr(self, name)))
       except TypeError:
-        raise ValueError(f"T5Config.{name}={getattr(self, name)!r} is not a dtype.") from None
+        raise ValueError(f"T5Config.{name}={getattr(self, name)!r} is not a dtype"
+                         + (f" nor {dtypes.AUTO!r}." if name == "dtype" else ".")) from None
     unknown = [a for a in self.mlp_activations if a not in _ACTIVATIONS]
     if unknown or not self.mlp_activations:
       raise ValueError(f"T5Config.mlp_activations must be names from {sorted(_ACTIVATIONS)},"

@@ -51,3 +51,37 @@ def test_a_contender_times_its_run_and_sees_the_idle_one_idle():
   finally:
     for contender in (timed, idle):
       contender.close()
+
+
+def build_sleepy(seconds: float):
+  """A Contender's build: `measure()` sleeps `seconds`."""
+  return lambda: train_throughput.seconds(lambda: time.sleep(seconds)), {}
+
+
+def test_a_contender_over_its_time_limit_is_stopped_and_named():
+  """Its step sleeps for a minute, its limit is half a second: interleave stops it in the
+  first round, names it, and goes on without it."""
+  busy = train_throughput.Contender(build_busy, seconds=0.05)  # also the matmul rate's stand-in
+  slow = train_throughput.Contender(build_sleepy, timeout=0.5, seconds=60)
+  contenders = {"busy": busy, "slow": slow}
+  timed_out = {}
+  try:
+    start = time.perf_counter()
+    times, rates = train_throughput.interleave(contenders, busy, 2, timed_out=timed_out)
+    assert time.perf_counter() - start < 20
+  finally:
+    for contender in (busy, slow):
+      contender.close()
+  assert timed_out == {"slow": "round 1"}
+  assert list(contenders) == ["busy"] and not slow.alive
+  assert list(times) == ["busy"] and len(times["busy"]) == 2 and len(rates) == 2
+
+
+def test_the_table_names_a_contender_that_timed_out(capsys):
+  train_throughput.print_table({
+      "samtone_jax": {"wall_seconds": 2.0, "examples_per_second": 32.0},
+      "sentence_transformers": {"timed_out": "round 1", "timeout_s": 600.0}})
+  lines = capsys.readouterr().out.splitlines()
+  assert lines[1].split() == ["samtone_jax", "2.000", "32.00"]
+  assert lines[2].split()[0] == "sentence_transformers"
+  assert "timed out in round 1" in lines[2] and "600 s" in lines[2]
