@@ -14,7 +14,8 @@ score samtone_jax`), and the corpus embeddings of each set (`embeddings/<set>/`,
 searched a chunk at a time, so that memory stays bounded whatever its size, and a killed
 evaluation, run again, embeds only the shards it had not written (those of another
 checkpoint are replaced). A set named `beir:<folder>` (any BEIR-format folder) is reported as
-`beir_<folder name>`. With EVAL_BASELINES = ['bm25'], each set also gets BM25's row,
+`beir_<folder name>`; two folders of one name as `beir_<parent>_<folder name>`
+(`eval_sets.short_names`). With EVAL_BASELINES = ['bm25'], each set also gets BM25's row,
 `<set>_bm25`, scored the same way (samtone_jax/bm25.py).
 """
 
@@ -69,7 +70,8 @@ def evaluate(*, model: dual_encoder.DualEncoder = gin.REQUIRED,
     if mixture_or_task_name is None:
       raise ValueError("set VOCABULARY or MIXTURE_OR_TASK_NAME (whose vocabulary to use).")
     vocabulary = run_dir.vocabulary(mixture_or_task_name)
-  sets = {name: eval_sets_lib.get(name) for name in eval_tasks}  # unknown names fail now
+  sets = {short: eval_sets_lib.get(name)  # unknown names and names that clash fail now
+          for name, short in eval_sets_lib.short_names(eval_tasks).items()}
   mesh = partitioning.create_mesh(num_partitions)
   params = run_dir.load_params(model, checkpoint_path, task_feature_lengths, mesh)
   encode_queries, encode_passages = run_dir.encoders(model)
@@ -79,7 +81,6 @@ def evaluate(*, model: dual_encoder.DualEncoder = gin.REQUIRED,
             f" {task_feature_lengths['passages']} tokens")
   results = {}
   for name, eval_set in sets.items():
-    name = eval_sets_lib.short_name(name)
     found, run = retrieval.evaluate(encode_queries, encode_passages, params, eval_set,
                                     vocabulary, task_feature_lengths, mesh, k=k,
                                     batch_size=batch_size,

@@ -136,7 +136,8 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
          " --gin.INITIAL_CHECKPOINT_PATH=\"'/data/t5-v1_1-base'\" with"
          " --gin.vocabularies.t5_vocabulary_path.path=\"'/data/t5-v1_1-base/spiece.model'\";"
          " or --gin.REQUIRE_INITIAL_CHECKPOINT=False to train from random initialisation.")
-  retrieval_sets = {name: eval_sets_lib.get(name) for name in eval_tasks}  # read them now
+  retrieval_sets = {short: eval_sets_lib.get(name)  # read them now; names that clash fail
+                    for name, short in eval_sets_lib.short_names(eval_tasks).items()}
 
   # --- Mesh --------------------------------------------------------------------------------
   mesh = partitioning.create_mesh(num_partitions)
@@ -449,7 +450,8 @@ def _retrieval_evaluation(model: dual_encoder.DualEncoder, params: Any,
                           retrieval_sets: dict[str, Any], mixture_or_task_name: str,
                           lengths: dict[str, int], mesh: jax.sharding.Mesh, k: int,
                           embeddings_dir: pathlib.Path, source: str) -> dict[str, float]:
-  """{"retrieval/<set>/<metric>": value}: each set's queries against its whole corpus; a
+  """{"retrieval/<set>/<metric>": value} of `retrieval_sets` ({short name: set}, as
+  `eval_sets.short_names` names them): each set's queries against its whole corpus; a
   corpus of over STREAMED_CORPUS documents through shards in `embeddings_dir`/<set>
   (bounded memory; `source` says which parameters embedded them)."""
   results = {}
@@ -457,7 +459,6 @@ def _retrieval_evaluation(model: dual_encoder.DualEncoder, params: Any,
     vocabulary = run_dir.vocabulary(mixture_or_task_name)
     encode_queries, encode_passages = run_dir.encoders(model)
   for name, eval_set in retrieval_sets.items():
-    name = eval_sets_lib.short_name(name)
     streamed = len(eval_set.corpus) > STREAMED_CORPUS
     found, _ = retrieval.evaluate(encode_queries, encode_passages, params, eval_set, vocabulary,
                                   lengths, mesh, k=k, source=source,
