@@ -235,7 +235,8 @@ def test_evaluate_command_reproduces_the_training_evaluation(tfds_dir, tmp_path,
   final = _run(tmp_path / "run", "TRAIN_STEPS = 4")
   meta = json.loads((tmp_path / "run" / "eval_embeddings" / "stdlib_code_search_test" /
                      "meta.json").read_text())
-  assert meta["source"] == f"{tmp_path / 'run'} step 4" and meta["rows"] > 100
+  assert meta["checkpoint"] == str(tmp_path / "run") and meta["step"] == 4
+  assert meta["rows"] > 100
   done = subprocess.run(
       [sys.executable, "-m", "samtone_jax.evaluate",
        f"--gin_file={tmp_path / 'run' / 'config.gin'}", "--gin_file=runs/eval.gin",
