@@ -2,9 +2,10 @@
 
 A directory holds
 
-  meta.json              {"rows": N, "ids_sha256": of the ids, "dim": E,
-                          "dtype": "float32" | "bfloat16", "shard_size": S,
-                          "source": what embedded it}
+  meta.json              {"rows": N, "texts_sha256": of the ids and texts, "dim": E,
+                          "dtype": "float32" | "bfloat16", "shard_size": S, and what
+                          embedded them (`encoder_source`): "checkpoint", "step",
+                          "model_sha256", "vocabulary_sha256", "length"}
   shard-00000.ids.json   the ids of rows [0, S), in order
   shard-00000.npy        their embeddings, [S, E] (bfloat16 stored as its uint16 bits)
   shard-00001...         rows [S, 2S), ...; the last shard may be shorter
@@ -14,7 +15,10 @@ process tokenises and embeds only the rows of its shards, `batch_size / P` at a 
 next batch tokenised in a thread while the devices embed this one, and writes each shard
 once it is whole (ids, then embeddings, each to a temporary name and renamed): no host holds
 more than one batch of token ids and one shard of embeddings. A shard whose embeddings file
-exists is done; a killed encode, run again, embeds only the others.
+exists is done; a killed encode, run again, embeds only the others. A directory whose
+meta.json differs in any field (a corrected text under the same id, another vocabulary,
+model config, checkpoint, step or length; a meta.json that lacks a field) is never resumed:
+it is refused, naming the fields, or its embeddings are replaced.
 
 `EmbeddingShards(directory)` reads a finished directory: `len()`, `shards[a:b]` ([b - a, E]
 float32, read from the files on demand) and `ids()`, which `retrieval.sharded_top_k` streams
@@ -24,6 +28,7 @@ chunk, whatever N.
 """
 
 import concurrent.futures
+import dataclasses
 import hashlib
 import json
 import logging
@@ -31,7 +36,7 @@ import math
 import os
 import pathlib
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -68,6 +73,38 @@ def _write_atomically(path: pathlib.Path, write: Callable[[Any], None]) -> None:
   os.replace(partial, path)
 
 
+def texts_sha256(corpus: Mapping[str, str]) -> str:
+  """The first 16 hex digits of a sha256 over a corpus's ids and texts, in order."""
+  digest = hashlib.sha256()
+  for doc_id, text in corpus.items():
+    digest.update(f"{len(doc_id)}:{doc_id}{len(text)}:{text}".encode("utf-8", "surrogatepass"))
+  return digest.hexdigest()[:16]
+
+
+def encoder_source(model: Any, vocabulary: Any, checkpoint: str | pathlib.Path,
+                   step: Optional[int], length: int) -> dict[str, Any]:
+  """What determines a corpus's embeddings besides its texts, for `encode`'s `source`.
+
+  Args:
+    model: the model (a dataclass, e.g. a DualEncoder): its fields' values are hashed.
+    vocabulary: a SentencePiece vocabulary (its model's serialized proto is hashed, extra
+      ids included), or any other (its class and plain settings are hashed).
+    checkpoint, step: the parameters' folder (or training's MODEL_DIR) and step (None for a
+      pretrained folder).
+    length: the tokens a passage is cut to.
+  """
+  settings = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
+              if f.name not in ("parent", "name")}  # a Flax module's place in a tree
+  spm = getattr(vocabulary, "sp_model", None)
+  if not isinstance(spm, bytes):
+    plain = {k: v for k, v in sorted(vars(vocabulary).items())
+             if isinstance(v, (str, int, float, bool, tuple, type(None)))}
+    spm = f"{type(vocabulary).__module__}.{type(vocabulary).__qualname__} {plain!r}".encode()
+  return {"checkpoint": str(checkpoint), "step": step, "length": length,
+          "model_sha256": hashlib.sha256(repr(settings).encode()).hexdigest()[:16],
+          "vocabulary_sha256": hashlib.sha256(spm).hexdigest()[:16]}
+
+
 def _check_meta(directory: pathlib.Path, want: dict, replace: bool) -> None:
   """Writes meta.json, or checks that the one there describes the same encoding (with
   `replace`, embeddings of another encoding are deleted instead)."""
@@ -76,7 +113,7 @@ def _check_meta(directory: pathlib.Path, want: dict, replace: bool) -> None:
     have = json.loads(path.read_text())
     differs = {k: (have.get(k), v) for k, v in want.items() if have.get(k) != v}
     if differs and replace:
-      _LOG.info("Replacing the embeddings in %s (of %s).", directory, have.get("source"))
+      _LOG.info("Replacing the embeddings in %s (%s differ).", directory, ", ".join(differs))
       multihost_utils.sync_global_devices("embedding_shards: read the old meta.json")
       if jax.process_index() == 0:
         for old in [path, *directory.glob("shard-*")]:
@@ -104,7 +141,8 @@ def encode(directory: str | pathlib.Path, embed: Callable[[Any, jax.Array], jax.
            params: Any, corpus: Mapping[str, str], tokenize: Callable[[Sequence[str]],
                                                                         np.ndarray],
            mesh: Mesh, *, batch_size: int = 256, shard_size: int = 100_000,
-           dtype: str = "float32", source: str = "", replace: bool = False,
+           dtype: str = "float32", source: Optional[Mapping[str, Any]] = None,
+           replace: bool = False,
            data_axes: Sequence[str] = ("data",)) -> "EmbeddingShards":
   """Embeds `corpus` into `directory` (see the module docstring); resumes a killed run.
 
@@ -118,16 +156,17 @@ def encode(directory: str | pathlib.Path, embed: Callable[[Any, jax.Array], jax.
     batch_size: rows a global batch (rounded up to a multiple of the data devices).
     shard_size: rows a shard.
     dtype: "float32" or "bfloat16", as stored.
-    source: what embeds (e.g. the checkpoint), kept in meta.json and checked on resume.
-    replace: whether embeddings of another corpus, model or dtype in `directory` are
-      deleted (else an error).
+    source: what embeds (`encoder_source`: checkpoint, step, model, vocabulary, length),
+      kept in meta.json and checked on resume.
+    replace: whether embeddings of another corpus (texts), encoder or dtype in `directory`
+      are deleted (else an error).
 
   Returns:
     The finished directory's `EmbeddingShards`.
 
   Raises:
-    DataError: `directory` holds the embeddings of another corpus, model or dtype (and not
-      `replace`).
+    DataError: `directory` holds the embeddings of another corpus, encoder or dtype (and
+      not `replace`), naming the fields that differ.
   """
   if dtype not in DTYPES:
     raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
@@ -141,9 +180,9 @@ def encode(directory: str | pathlib.Path, embed: Callable[[Any, jax.Array], jax.
   width = tokenize([""]).shape[1]
   dim = jax.eval_shape(embed, params, jax.ShapeDtypeStruct((batch_size, width),
                                                            np.int32)).shape[-1]
-  fingerprint = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
-  _check_meta(directory, {"rows": len(ids), "ids_sha256": fingerprint, "dim": int(dim),
-                          "dtype": dtype, "shard_size": shard_size, "source": source}, replace)
+  _check_meta(directory, {"rows": len(ids), "texts_sha256": texts_sha256(corpus),
+                          "dim": int(dim), "dtype": dtype, "shard_size": shard_size,
+                          **(source or {})}, replace)
   multihost_utils.sync_global_devices("embedding_shards.encode: meta.json")
 
   size = lambda shard: min(shard_size, len(ids) - shard * shard_size)

@@ -8,7 +8,9 @@ The model and CHECKPOINT_PATH are as for `evaluate`. ENCODE_CORPUS is an evaluat
 name (its corpus: a registered set, or `beir:<folder>`) or a BEIR `corpus.jsonl` file.
 ENCODE_OUTPUT_DIR gets meta.json and shards of ENCODE_SHARD_SIZE rows (ids and embeddings,
 float32 or ENCODE_DTYPE = 'bfloat16'; samtone_jax/embedding_shards.py). Each process embeds
-its own shards; a killed run, started again, embeds only the shards not yet written.
+its own shards; a killed run, started again, embeds only the shards not yet written. A
+directory of other texts (the same ids), another vocabulary, model config, checkpoint, step
+or length is refused, naming what differs (meta.json records each).
 `embedding_shards.EmbeddingShards(ENCODE_OUTPUT_DIR)` reads them, and
 `retrieval.sharded_top_k` searches them a chunk at a time.
 """
@@ -52,13 +54,14 @@ def encode(*, model: dual_encoder.DualEncoder = gin.REQUIRED,
     vocabulary = run_dir.vocabulary(mixture_or_task_name)
   texts = read_corpus(corpus)
   mesh = partitioning.create_mesh(num_partitions)
-  params = run_dir.load_params(model, checkpoint_path, task_feature_lengths, mesh)
+  checkpoint, step = run_dir.pinned_checkpoint(checkpoint_path)
+  params = run_dir.load_params(model, checkpoint, task_feature_lengths, mesh)
   length = task_feature_lengths["passages"]
   return embedding_shards.encode(
       output_dir, run_dir.encoders(model)[1], params, texts,
       lambda batch: retrieval.tokenize(batch, vocabulary, length), mesh,
       batch_size=batch_size, shard_size=shard_size, dtype=dtype,
-      source=f"{run_dir.checkpoint_source(checkpoint_path)} {length} tokens")
+      source=embedding_shards.encoder_source(model, vocabulary, checkpoint, step, length))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -12,10 +12,13 @@ EVAL_K) and scored; EVAL_OUTPUT_DIR (default CHECKPOINT_PATH/eval) gets metrics.
 score samtone_jax`), and the corpus embeddings of each set (`embeddings/<set>/`, shards as
 `python -m samtone_jax.encode` writes them): a corpus is embedded a batch at a time and
 searched a chunk at a time, so that memory stays bounded whatever its size, and a killed
-evaluation, run again, embeds only the shards it had not written (those of another
-checkpoint are replaced). A set named `beir:<folder>` (any BEIR-format folder) is reported as
-`beir_<folder name>`. With EVAL_BASELINES = ['bm25'], each set also gets BM25's row,
-`<set>_bm25`, scored the same way (samtone_jax/bm25.py).
+evaluation, run again, embeds only the shards it had not written (those made of other
+texts, another vocabulary, model config, checkpoint or step are replaced). The latest
+checkpoint is looked up once: its parameters are the ones the outputs are labelled with. A
+set named `beir:<folder>` (any BEIR-format folder) is reported as `beir_<folder name>`; two
+folders of one name as `beir_<parent>_<folder name>` (`eval_sets.short_names`). With
+EVAL_BASELINES = ['bm25'], each set also gets BM25's row, `<set>_bm25`, scored the same way
+(samtone_jax/bm25.py).
 """
 
 import json
@@ -26,7 +29,8 @@ from typing import Optional, Sequence
 import gin
 import jax
 
-from samtone_jax import bm25, dual_encoder, launch, partitioning, retrieval, run_dir
+from samtone_jax import (bm25, dual_encoder, embedding_shards, launch, partitioning,
+                         retrieval, run_dir)
 from samtone_jax.tasks import eval_sets as eval_sets_lib
 
 _LOG = logging.getLogger("samtone_jax.evaluate")
@@ -73,17 +77,18 @@ def evaluate(*, model: dual_encoder.DualEncoder = gin.REQUIRED,
     if mixture_or_task_name is None:
       raise ValueError("set VOCABULARY or MIXTURE_OR_TASK_NAME (whose vocabulary to use).")
     vocabulary = run_dir.vocabulary(mixture_or_task_name)
-  sets = {name: eval_sets_lib.get(name) for name in eval_tasks}  # unknown names fail now
+  sets = {short: eval_sets_lib.get(name)  # unknown names and names that clash fail now
+          for name, short in eval_sets_lib.short_names(eval_tasks).items()}
   mesh = partitioning.create_mesh(num_partitions)
-  params = run_dir.load_params(model, checkpoint_path, task_feature_lengths, mesh)
+  checkpoint, step = run_dir.pinned_checkpoint(checkpoint_path)
+  params = run_dir.load_params(model, checkpoint, task_feature_lengths, mesh)
   encode_queries, encode_passages = run_dir.encoders(model)
   output_dir = pathlib.Path(output_dir or run_dir.RunDir(checkpoint_path).eval)
   output_dir.mkdir(parents=True, exist_ok=True)
-  source = (f"{run_dir.checkpoint_source(checkpoint_path)}"
-            f" {task_feature_lengths['passages']} tokens")
+  source = embedding_shards.encoder_source(model, vocabulary, checkpoint, step,
+                                           task_feature_lengths["passages"])
   results = {}
   for name, eval_set in sets.items():
-    name = eval_sets_lib.short_name(name)
     found, run = retrieval.evaluate(encode_queries, encode_passages, params, eval_set,
                                     vocabulary, task_feature_lengths, mesh, k=k,
                                     batch_size=batch_size,

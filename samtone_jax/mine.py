@@ -229,7 +229,8 @@ def mine(*, input_files: Sequence[str] = gin.REQUIRED, output_file: str = gin.RE
                        " (a run's config.gin gives MODEL and the lengths); or use"
                        " runs/mine_bm25.gin.")
     mesh = partitioning.create_mesh(num_partitions)
-    params = run_dir.load_params(model, checkpoint_path, task_feature_lengths, mesh)
+    params = run_dir.load_params(model, run_dir.pinned_checkpoint(checkpoint_path)[0],
+                                 task_feature_lengths, mesh)  # one step for every process
     vocabulary = run_dir.vocabulary(mixture_or_task_name)
     encode_queries, encode_passages = run_dir.encoders(model)
     query_emb = retrieval.encode(encode_queries, params, retrieval.tokenize(

@@ -276,7 +276,8 @@ def evaluate(encode_queries: Callable[[Any, Array], Array],
              encode_passages: Callable[[Any, Array], Array], params: Any,
              eval_set: data_files.RetrievalSet, vocabulary, lengths: dict[str, int],
              mesh: Mesh, *, k: int = 1000, batch_size: int = 256,
-             corpus_dir: Optional[pathlib.Path] = None, source: str = "",
+             corpus_dir: Optional[pathlib.Path] = None,
+             source: Optional[dict[str, Any]] = None,
              chunk_rows: int = 1_000_000
              ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
   """Corpus-level retrieval of an evaluation set: (metrics, run).
@@ -285,9 +286,10 @@ def evaluate(encode_queries: Callable[[Any, Array], Array],
   ranking when the corpus has at most `k` documents: then MRR is over the whole pool, as
   the paper's). A retrieved document whose id is the query's is dropped, as BEIR does.
 
-  With `corpus_dir`, the corpus is embedded into shards there (embedding_shards.encode, of
-  `source`: resumed if they are of it, replaced if not) and searched `chunk_rows` at a
-  time, in memory bounded by the chunk; without, it is embedded and searched in memory.
+  With `corpus_dir`, the corpus is embedded into shards there (embedding_shards.encode, by
+  `source`, as `embedding_shards.encoder_source` gives it: resumed if they are of the same
+  texts and source, replaced if not) and searched `chunk_rows` at a time, in memory bounded
+  by the chunk; without, it is embedded and searched in memory.
 
   Returns:
     metrics: `metrics.compute_metrics` of the run (P@1, MRR, MRR@10, Recall@k, nDCG@k).

@@ -24,8 +24,10 @@ from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 import seqio
+from jax.experimental import multihost_utils
 
 from samtone_jax import dual_encoder, partitioning, pretrained
 
@@ -122,13 +124,21 @@ def resolve_checkpoint(path: str | pathlib.Path, name: str = "CHECKPOINT_PATH",
   return run, step
 
 
-def checkpoint_source(checkpoint_path: str | pathlib.Path) -> str:
-  """What a checkpoint path names, stably: a pretrained folder, or a run's checkpoint folder
-  (a MODEL_DIR names its newest)."""
+def pinned_checkpoint(checkpoint_path: str | pathlib.Path, name: str = "CHECKPOINT_PATH"
+                      ) -> tuple[pathlib.Path, Optional[int]]:
+  """(folder, step) of what a checkpoint path names, looked up once: a pretrained folder
+  (step None), or a run's `checkpoints/<step>` (a MODEL_DIR: its newest now, as process 0
+  found it, for every process). A command loads the folder (`load_params`) and labels what
+  it writes with it, so that a checkpoint saved meanwhile changes neither.
+
+  Raises:
+    FileNotFoundError: as `resolve_checkpoint`.
+  """
   if is_pretrained_folder(checkpoint_path):
-    return str(pathlib.Path(checkpoint_path).absolute())
-  run, step = resolve_checkpoint(checkpoint_path)
-  return str(run.checkpoint(step))
+    return pathlib.Path(checkpoint_path).absolute(), None
+  run, step = resolve_checkpoint(checkpoint_path, name)
+  step = int(multihost_utils.broadcast_one_to_all(np.int32(step)))
+  return run.checkpoint(step), step
 
 
 def is_pretrained_folder(path: str | pathlib.Path) -> bool:

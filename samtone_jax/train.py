@@ -35,8 +35,8 @@ import orbax.checkpoint as ocp
 import seqio
 import tensorflow as tf
 
-from samtone_jax import dual_encoder, inputs, launch, losses, optimizers, partitioning
-from samtone_jax import pretrained, retrieval, run_dir, trainer
+from samtone_jax import dual_encoder, embedding_shards, inputs, launch, losses, optimizers
+from samtone_jax import partitioning, pretrained, retrieval, run_dir, trainer
 from samtone_jax.tasks import eval_sets as eval_sets_lib
 
 _LOG = logging.getLogger("samtone_jax.train")
@@ -136,7 +136,8 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
          " --gin.INITIAL_CHECKPOINT_PATH=\"'/data/t5-v1_1-base'\" with"
          " --gin.vocabularies.t5_vocabulary_path.path=\"'/data/t5-v1_1-base/spiece.model'\";"
          " or --gin.REQUIRE_INITIAL_CHECKPOINT=False to train from random initialisation.")
-  retrieval_sets = {name: eval_sets_lib.get(name) for name in eval_tasks}  # read them now
+  retrieval_sets = {short: eval_sets_lib.get(name)  # read them now; names that clash fail
+                    for name, short in eval_sets_lib.short_names(eval_tasks).items()}
 
   # --- Mesh --------------------------------------------------------------------------------
   mesh = partitioning.create_mesh(num_partitions)
@@ -181,8 +182,7 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
 
   def evaluate(state: trainer.TrainState) -> dict[str, float]:
     results = _retrieval_evaluation(model, state.params, retrieval_sets, mixture_or_task_name,
-                                    task_feature_lengths, mesh, eval_k,
-                                    run.eval_embeddings, f"{run.path} step {int(state.step)}")
+                                    task_feature_lengths, mesh, eval_k, run, int(state.step))
     if eval_split:
       results.update(_in_batch_evaluation(
           eval_step, state.params, mesh, mixture_or_task_name, eval_split, task_feature_lengths,
@@ -448,20 +448,22 @@ def _restore_or_initialise(checkpointer: _Checkpointer, model: dual_encoder.Dual
 def _retrieval_evaluation(model: dual_encoder.DualEncoder, params: Any,
                           retrieval_sets: dict[str, Any], mixture_or_task_name: str,
                           lengths: dict[str, int], mesh: jax.sharding.Mesh, k: int,
-                          embeddings_dir: pathlib.Path, source: str) -> dict[str, float]:
-  """{"retrieval/<set>/<metric>": value}: each set's queries against its whole corpus; a
-  corpus of over STREAMED_CORPUS documents through shards in `embeddings_dir`/<set>
-  (bounded memory; `source` says which parameters embedded them)."""
+                          run: run_dir.RunDir, step: int) -> dict[str, float]:
+  """{"retrieval/<set>/<metric>": value} of `retrieval_sets` ({short name: set}, as
+  `eval_sets.short_names` names them): each set's queries against its whole corpus; a
+  corpus of over STREAMED_CORPUS documents through shards in `run.eval_embeddings`/<set>
+  (bounded memory; labelled with the run and `step`, the parameters' step)."""
   results = {}
   if retrieval_sets:
     vocabulary = run_dir.vocabulary(mixture_or_task_name)
     encode_queries, encode_passages = run_dir.encoders(model)
+    source = embedding_shards.encoder_source(model, vocabulary, run.path, step,
+                                             lengths["passages"])
   for name, eval_set in retrieval_sets.items():
-    name = eval_sets_lib.short_name(name)
     streamed = len(eval_set.corpus) > STREAMED_CORPUS
     found, _ = retrieval.evaluate(encode_queries, encode_passages, params, eval_set, vocabulary,
                                   lengths, mesh, k=k, source=source,
-                                  corpus_dir=embeddings_dir / name if streamed else None)
+                                  corpus_dir=run.eval_embeddings / name if streamed else None)
     results.update({f"retrieval/{name}/{metric}": v
                     for metric, v in found.items()})
   return results

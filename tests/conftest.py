@@ -44,3 +44,48 @@ def subprocess_env(tmp_path_factory) -> dict[str, str]:
     seqio.set_tfds_data_dir_override(None)
   return {"TFDS_DATA_DIR": str(tfds_dir),
           "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache"))}
+
+
+@pytest.fixture
+def tiny_run(tmp_path):
+  """A MODEL_DIR (tmp_path/"run") with checkpoints of steps 4 and 8 of a tiny DualEncoder
+  (other parameters each), as `run_dir.load_params` reads them: (model, MODEL_DIR,
+  task_feature_lengths). Its vocabulary size fits the byte and the quickstart vocabularies."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from flax import linen as nn  # pylint: disable=g-import-not-at-top
+  from samtone_jax import dual_encoder, t5  # pylint: disable=g-import-not-at-top
+  config = t5.T5Config(vocab_size=2048, d_model=8, d_ff=16, num_heads=2, head_dim=4,
+                       num_layers=1, relative_attention_num_buckets=4,
+                       relative_attention_max_distance=16)
+  model = dual_encoder.DualEncoder(config, "sde", 6)
+  lengths = {"queries": 8, "passages": 16}
+  ids = jnp.zeros((1, 8), jnp.int32)
+  manager = ocp.CheckpointManager(tmp_path / "run" / "checkpoints")
+  for step in (4, 8):
+    params = nn.unbox(model.init(jax.random.key(step), ids, ids))["params"]
+    manager.save(step, args=ocp.args.StandardSave({"params": params, "step": step}))
+  manager.wait_until_finished()
+  return model, tmp_path / "run", lengths
+
+
+@pytest.fixture
+def beir_folder():
+  """`write(folder, corpus)`: a BEIR-format folder of `corpus` ({id: text}) and one query a
+  document (query "q<id>", its text the document's first two words, judging that document);
+  returns the folder."""
+  import json  # pylint: disable=g-import-not-at-top
+
+  def write(folder, corpus):
+    folder = pathlib.Path(folder)
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": i, "title": "", "text": t}) + "\n" for i, t in corpus.items()))
+    (folder / "queries.jsonl").write_text("".join(
+        json.dumps({"_id": f"q{i}", "text": " ".join(t.split()[:2])}) + "\n"
+        for i, t in corpus.items()))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"q{i}\t{i}\t1\n" for i in corpus))
+    return folder
+  return write

@@ -44,7 +44,8 @@ def encode_and_search(directory, mesh):
   """(shards, scores, indices): CORPUS embedded into `directory` and searched."""
   from samtone_jax import embedding_shards, retrieval  # pylint: disable=g-import-not-at-top
   shards = embedding_shards.encode(directory, embed, params(), CORPUS, tokenize, mesh,
-                                   batch_size=8, shard_size=5, source="toy")
+                                   batch_size=8, shard_size=5,
+                                   source={"encoder": "toy"})
   return (shards, *retrieval.sharded_top_k(mesh, queries(), shards, **SEARCH))
 
 

@@ -1,6 +1,7 @@
 """Embeddings written to shards a batch at a time equal those embedded in memory; a killed
 encode resumes from its finished shards; streamed search over the shards equals top_k."""
 
+import dataclasses
 import json
 
 import jax
@@ -36,7 +37,7 @@ def _in_memory():
 
 
 def _encode(directory, counter=None, **options):
-  options = dict(dict(batch_size=8, shard_size=5, source="toy"), **options)
+  options = dict(dict(batch_size=8, shard_size=5, source={"encoder": "toy"}), **options)
   return embedding_shards.encode(directory, _embed, PARAMS, CORPUS,
                                  lambda texts: _tokenize(texts, counter),
                                  partitioning.create_mesh(), **options)
@@ -82,14 +83,14 @@ def test_bfloat16_shards_hold_the_rounded_embeddings(tmp_path):
 def test_another_model_a_cut_shard_and_lost_ids_name_the_file(tmp_path):
   _encode(tmp_path)
   with pytest.raises(data_files.DataError, match=r"meta.json: .*another corpus or model:"
-                                                 r" source 'toy' there, 'other' now"):
-    _encode(tmp_path, source="other")
+                                                 r" encoder 'toy' there, 'other' now"):
+    _encode(tmp_path, source={"encoder": "other"})
   with pytest.raises(data_files.DataError, match=r"dtype 'float32' there, 'bfloat16' now"):
     _encode(tmp_path, dtype="bfloat16")
-  with pytest.raises(data_files.DataError, match=r"meta.json: .* ids_sha256 "):
+  with pytest.raises(data_files.DataError, match=r"meta.json: .* texts_sha256 "):
     embedding_shards.encode(tmp_path, _embed, PARAMS, {k + "x": v for k, v in CORPUS.items()},
                             _tokenize, partitioning.create_mesh(), batch_size=8, shard_size=5,
-                            source="toy")
+                            source={"encoder": "toy"})
   path = tmp_path / "shard-00001.npy"
   path.write_bytes(path.read_bytes()[:-8])
   with pytest.raises(data_files.DataError, match=r"shard-00001.npy: not a whole .npy file"):
@@ -99,6 +100,112 @@ def test_another_model_a_cut_shard_and_lost_ids_name_the_file(tmp_path):
   ids.write_text(json.dumps(["d15"]))
   with pytest.raises(data_files.DataError, match=r"shard-00003.ids.json: 1 ids for 5 rows"):
     embedding_shards.EmbeddingShards(ids.parent).ids()
+
+
+def test_a_corrected_text_or_an_older_meta_is_not_resumed(tmp_path):
+  """The same ids with one text corrected: refused, naming the texts; with `replace`, made
+  again as in a fresh directory. A meta.json of before the texts were recorded: refused."""
+  _encode(tmp_path)
+  corrected = dict(CORPUS, d7="jam jam jam")
+  encode = lambda directory, **options: embedding_shards.encode(
+      directory, _embed, PARAMS, corrected, _tokenize, partitioning.create_mesh(),
+      batch_size=8, shard_size=5, source={"encoder": "toy"}, **options)
+  with pytest.raises(data_files.DataError, match=r"meta.json: .* texts_sha256 '[0-9a-f]{16}'"
+                                                 r" there, '[0-9a-f]{16}' now"):
+    encode(tmp_path)
+  np.testing.assert_array_equal(encode(tmp_path, replace=True)[0:23],
+                                encode(tmp_path / "fresh")[0:23])
+  meta = json.loads((tmp_path / "meta.json").read_text())
+  old = {k: v for k, v in meta.items() if k != "texts_sha256"}
+  (tmp_path / "meta.json").write_text(json.dumps(dict(old, ids_sha256="0123456789abcdef")))
+  with pytest.raises(data_files.DataError, match=r"texts_sha256 None there"):
+    encode(tmp_path)
+
+
+def test_the_source_tells_vocabularies_models_and_steps_apart():
+  from samtone_jax import dual_encoder, t5  # pylint: disable=g-import-not-at-top
+  from samtone_jax.tasks import vocabularies  # pylint: disable=g-import-not-at-top
+  model = dual_encoder.DualEncoder(t5.T5Config(num_layers=1), "sde", 8)
+  source = lambda **changes: embedding_shards.encoder_source(**{**dict(
+      model=model, vocabulary=vocabularies.quickstart_vocabulary(), checkpoint="/run",
+      step=4, length=16), **changes})
+  assert source() == source(model=dual_encoder.DualEncoder(t5.T5Config(num_layers=1), "sde", 8))
+  assert source()["vocabulary_sha256"] == embedding_shards.encoder_source(
+      model, seqio.SentencePieceVocabulary(vocabularies.QUICKSTART_PATH), "/run", 4,
+      16)["vocabulary_sha256"]
+  others = {
+      "vocabulary_sha256": [
+          dict(vocabulary=seqio.SentencePieceVocabulary(vocabularies.QUICKSTART_PATH,
+                                                        extra_ids=10)),
+          dict(vocabulary=seqio.ByteVocabulary()),
+          dict(vocabulary=seqio.ByteVocabulary(extra_ids=10))],
+      "model_sha256": [
+          dict(model=dataclasses.replace(model, embedding_dim=16)),
+          dict(model=dataclasses.replace(
+              model, config=t5.T5Config(num_layers=1, dtype="bfloat16")))],
+      "step": [dict(step=8)], "checkpoint": [dict(checkpoint="/other")],
+      "length": [dict(length=32)]}
+  for field, changes in others.items():
+    for change in changes:
+      differs = {k for k, v in source(**change).items() if source()[k] != v}
+      assert differs == {field}, change
+  assert (embedding_shards.encoder_source(model, seqio.ByteVocabulary(), "/run", 4, 16)
+          != embedding_shards.encoder_source(model, seqio.ByteVocabulary(extra_ids=10), "/run",
+                                             4, 16))
+
+
+def _encode_command(tiny_run, corpus_file, output_dir, **options):
+  from samtone_jax import encode  # pylint: disable=g-import-not-at-top
+  model, run, lengths = tiny_run
+  return encode.encode(**{**dict(
+      model=model, checkpoint_path=str(run), corpus=str(corpus_file),
+      output_dir=str(output_dir), task_feature_lengths=lengths, vocabulary=VOCAB,
+      shard_size=10, batch_size=8), **options})
+
+
+@pytest.mark.parametrize("change, field", [("texts", "texts_sha256"),
+                                           ("vocabulary", "vocabulary_sha256"),
+                                           ("model", "model_sha256")])
+def test_the_encode_command_refuses_other_texts_vocabulary_or_model(
+    change, field, tiny_run, beir_folder, tmp_path):
+  from samtone_jax.tasks import vocabularies  # pylint: disable=g-import-not-at-top
+  model = tiny_run[0]
+  corpus = {f"d{i}": f"{WORDS[i % 10]} {WORDS[(7 * i) % 10]}" for i in range(25)}
+  folder = beir_folder(tmp_path / "eval", corpus)
+  _encode_command(tiny_run, folder / "corpus.jsonl", tmp_path / "shards")
+  options = {}
+  if change == "texts":
+    (folder / "corpus.jsonl").write_text((folder / "corpus.jsonl").read_text().replace(
+        '"d3", "title": "", "text": "date', '"d3", "title": "", "text": "iris'))
+  elif change == "vocabulary":
+    options["vocabulary"] = vocabularies.quickstart_vocabulary()
+  else:
+    options["model"] = dataclasses.replace(model, config=dataclasses.replace(
+        model.config, mlp_activations=("relu", "linear")))
+  with pytest.raises(data_files.DataError, match=rf"meta.json: .*another corpus or model:"
+                                                 rf" {field} '[0-9a-f]{{16}}' there,"
+                                                 rf" '[0-9a-f]{{16}}' now; use another"):
+    _encode_command(tiny_run, folder / "corpus.jsonl", tmp_path / "shards", **options)
+
+
+def test_the_encode_command_looks_the_checkpoint_up_once(tiny_run, beir_folder, tmp_path,
+                                                         monkeypatch):
+  """A checkpoint saved while `encode` runs (every lookup after the first finds step 8):
+  the shards are of step 4's parameters, and meta.json says step 4."""
+  from samtone_jax import run_dir  # pylint: disable=g-import-not-at-top
+  run = tiny_run[1]
+  corpus = beir_folder(tmp_path / "eval", CORPUS) / "corpus.jsonl"
+  steps = iter([4])
+  monkeypatch.setattr(run_dir.RunDir, "latest_step", lambda self: next(steps, 8))
+  shards = _encode_command(tiny_run, corpus, tmp_path / "shards")
+  assert shards.meta["step"] == 4
+  assert shards.meta["checkpoint"] == str(run / "checkpoints" / "4")
+  monkeypatch.undo()
+  at = {step: _encode_command(tiny_run, corpus, tmp_path / str(step),
+                              checkpoint_path=str(run / "checkpoints" / str(step)))[0:23]
+        for step in (4, 8)}
+  np.testing.assert_array_equal(shards[0:23], at[4])
+  assert not np.allclose(at[4], at[8])
 
 
 class _WordVocabulary:

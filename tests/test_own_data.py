@@ -223,7 +223,8 @@ def test_a_beir_folder_by_path(folder):
   found = eval_sets.get(f"beir:{folder / 'eval'}")
   assert len(found.queries) == 20 and len(found.corpus) == 40
   assert found.qrels["q3"] == {"d3": 1}
-  assert eval_sets.short_name(f"beir:{folder / 'eval'}#dev") == "beir_eval_dev"
+  dev = f"beir:{folder / 'eval'}#dev"
+  assert eval_sets.short_names([dev]) == {dev: "beir_eval_dev"}
   with pytest.raises(data_files.DataError, match="qrels/dev.tsv"):
     eval_sets.get(f"beir:{folder / 'eval'}#dev")
 

@@ -161,6 +161,9 @@ def test_skip_nonfinite_goes_on_and_counts_the_poisoned_step(tfds_dir, tmp_path,
     ("train_lib.train.input_shards = 3", "multiple of the 3 input shards"),
     ("REQUIRE_INITIAL_CHECKPOINT = True", "INITIAL_CHECKPOINT_PATH=None: this experiment"
                                           " fine-tunes pretrained T5 v1.1 towers"),
+    ("EVAL_TASKS = ['beir:/x/my eval', 'beir:/x/my_eval']",
+     "EVAL_TASKS: the sets 'beir:/x/my eval' and 'beir:/x/my_eval' would both be reported as"
+     " 'beir_my_eval'"),
 ])
 def test_bad_configuration_fails_before_anything_is_compiled(tfds_dir, tmp_path, binding,
                                                              message):
@@ -186,6 +189,20 @@ def test_a_split_without_examples_stops_at_start_up_naming_its_files(tmp_path, t
   finally:
     gin.clear_config()
   assert not (tmp_path / "run").exists()
+
+
+def test_two_evaluation_folders_of_one_name_are_reported_apart(tfds_dir, tmp_path,
+                                                               beir_folder):
+  """Training's retrieval evaluation names the sets as `evaluate` does: by their parents."""
+  words = ["def", "return", "import", "class", "self", "print", "open", "list"]
+  corpus = {f"d{i}": f"{words[i % 8]} {words[(3 * i) % 8]} {i}" for i in range(20)}
+  a = beir_folder(tmp_path / "a" / "eval", corpus)
+  b = beir_folder(tmp_path / "b" / "eval", dict(list(corpus.items())[:8]))
+  final = _run(tmp_path / "run", "TRAIN_STEPS = 1", "EVAL_PERIOD = 1", "EVAL_SPLIT = None",
+               f"EVAL_TASKS = ['beir:{a}', 'beir:{b}']")
+  assert {key.split("/")[1] for key in final if key.startswith("retrieval/")} == {
+      "beir_a_eval", "beir_b_eval"}
+  assert final["retrieval/beir_b_eval/Recall@10"] == 1  # its 8 documents, each query's among
 
 
 def _assert_quiet(log: str) -> None:
@@ -253,7 +270,8 @@ def test_evaluate_command_reproduces_the_training_evaluation(tfds_dir, tmp_path,
   final = _run(tmp_path / "run", "TRAIN_STEPS = 4")
   meta = json.loads((tmp_path / "run" / "eval_embeddings" / "stdlib_code_search_test" /
                      "meta.json").read_text())
-  assert meta["source"] == f"{tmp_path / 'run'} step 4" and meta["rows"] > 100
+  assert meta["checkpoint"] == str(tmp_path / "run") and meta["step"] == 4
+  assert meta["rows"] > 100
   done = subprocess.run(
       [sys.executable, "-m", "samtone_jax.evaluate",
        f"--gin_file={tmp_path / 'run' / 'config.gin'}", "--gin_file=runs/eval.gin",
