@@ -33,6 +33,8 @@ BLOCK_SIZE = 8192
 # faster at 1M x 768 on a 2-core CPU.
 GROUP = 8
 FEW = 16
+# Queries searched at a time: [4096, BLOCK_SIZE] float32 scores are 128 MiB a device.
+QUERY_BATCH = 4096
 
 
 def _merged(top_scores: Array, top_indices: Array, scores: Array, indices: Array, k: int
@@ -133,24 +135,33 @@ def top_k(queries: Array, corpus: Array, k: int, block_size: int = BLOCK_SIZE
                      jnp.int32(0), floor, k, block_size)
 
 
-def sharded_top_k(mesh: Mesh, queries: Array, corpus: Any, k: int,
+def sharded_top_k(mesh: Mesh, queries: Any, corpus: Any, k: int,
                   block_size: int = BLOCK_SIZE, data_axes: Sequence[str] = ("data",),
-                  chunk_rows: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+                  chunk_rows: Optional[int] = None, query_batch: int = QUERY_BATCH
+                  ) -> tuple[np.ndarray, np.ndarray]:
   """`top_k` with the corpus split over the mesh's data axes (queries replicated), streamed
-  through the devices `chunk_rows` documents at a time.
+  through the devices `chunk_rows` documents at a time, the queries `query_batch` at a time.
 
-  Each chunk is split over the devices; each device finds the top-k of its part in blocks,
-  above the k-th score of the earlier chunks; the [devices, Q, k] lists are gathered and
-  merged with the running top-k of the earlier chunks. Same results as `top_k`, ties
-  included. Device memory is O(chunk + block x Q + k x Q) and host memory O(chunk), whatever
-  N.
+  Each chunk is read once and split over the devices; every batch of queries is searched
+  against it in turn: each device finds the top-k of its part in blocks, above the k-th
+  score of the earlier chunks; the [devices, batch, k] lists are gathered and merged with
+  the batch's running top-k of the earlier chunks. The corpus (on disk, it may be) is read
+  once, rather than once a query batch; the price is the running top-k of every query,
+  [Q, k] on each device and the host (500k queries x 30: 120 MB), and the queries sent to the
+  devices once a chunk. Same results as `top_k`, ties included, whatever the batch. Device
+  memory is O(chunk + block x batch + k x Q) and host memory O(chunk + (d + k) x Q),
+  whatever N.
 
   Args:
-    mesh, queries, k, block_size: as `top_k`, over the mesh.
+    mesh, k, block_size: as `top_k`, over the mesh.
+    queries: [Q, d] query embeddings: an array, or anything read as one by `len(queries)`
+      and `queries[start:stop]`.
     corpus: [N, d]: an array, or anything read as one by `len(corpus)` and
       `corpus[start:stop]` (e.g. `embedding_shards.EmbeddingShards` on disk).
     data_axes: the mesh axes the corpus is split over.
     chunk_rows: documents a chunk (None: all of them at once).
+    query_batch: queries searched at a time: the devices score [query_batch, block_size]
+      at once.
 
   Returns:
     (scores [Q, k] float32, indices [Q, k] int32) as `top_k`'s, on the host of every
@@ -161,20 +172,30 @@ def sharded_top_k(mesh: Mesh, queries: Array, corpus: Any, k: int,
   n = len(corpus)
   if not 0 < k <= n:
     raise ValueError(f"k={k} must be in [1, {n}] (the corpus size).")
+  if query_batch < 1:
+    raise ValueError(f"query_batch={query_batch} must be >= 1.")
   chunk = n if chunk_rows is None else min(chunk_rows, n)
   block_size, rows = chunk_layout(chunk, devices, block_size)
   step = _chunk_step(mesh, data_axes, k, min(k, rows), block_size, rows)
   replicated = NamedSharding(mesh, PartitionSpec())
   split = NamedSharding(mesh, PartitionSpec(data_axes))
   num_queries = len(queries)
-  queries = _put(np.asarray(queries, np.float32), replicated)
-  top = (_put(np.full((num_queries, k), -np.inf, np.float32), replicated),
-         _put(np.full((num_queries, k), -1, np.int32), replicated))
+  batch = max(1, min(query_batch, num_queries))  # every batch of this size: one compile
+  starts = range(0, num_queries, batch)
+  tops = [(_put(np.full((batch, k), -np.inf, np.float32), replicated),
+           _put(np.full((batch, k), -1, np.int32), replicated)) for _ in starts]
   for start in range(0, n, chunk):
     block = _padded(corpus[start:start + chunk], devices * rows)
     valid = np.arange(devices * rows) < min(chunk, n - start)
-    top = step(queries, _put(block, split), _put(valid, split), np.int32(start), *top)
-  scores, indices = (np.asarray(x.addressable_data(0)) for x in top)  # replicated
+    block, valid = _put(block, split), _put(valid, split)
+    for b, first in enumerate(starts):
+      part = np.asarray(queries[first:first + batch], np.float32)
+      part = np.pad(part, ((0, batch - len(part)), (0, 0)))  # the last batch's empty rows
+      tops[b] = step(_put(part, replicated), block, valid, np.int32(start), *tops[b])
+  scores, indices = (  # replicated: any device's copy; the last batch's padding dropped
+      np.concatenate([np.asarray(top[i].addressable_data(0)) for top in tops]
+                     or [np.zeros((0, k), dtype)])[:num_queries]
+      for i, dtype in enumerate((np.float32, np.int32)))
   return scores, np.where(np.isfinite(scores), indices, -1)
 
 

@@ -104,3 +104,21 @@ def test_evaluate_on_a_toy_set():
                                     {"queries": 16, "passages": 32}, mesh, k=5, batch_size=3)
   assert metrics["P@1"] == 1.0 and metrics["MRR"] == 1.0
   assert "q0" not in run["q0"] and len(run["q1"]) == 5  # the self-hit of q0 is dropped
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 37])
+def test_query_batches_equal_one_batch_with_ties(chunk_rows):
+  """Queries searched 3 at a time (3 does not divide 7) rank as all 7 at once, ties
+  (duplicate documents, small-integer scores) by document index."""
+  queries, corpus = _case(1, n=103)
+  queries[4] = queries[0]  # equal queries in different batches
+  mesh = partitioning.create_mesh()
+  got = retrieval.sharded_top_k(mesh, queries, corpus, k=20, block_size=4,
+                                chunk_rows=chunk_rows, query_batch=3)
+  want_scores, want_indices = _brute_force(queries, corpus, 20)
+  np.testing.assert_array_equal(got[1], want_indices)
+  np.testing.assert_allclose(got[0], want_scores)
+  whole = retrieval.sharded_top_k(mesh, queries, corpus, k=20, block_size=4,
+                                  chunk_rows=chunk_rows, query_batch=len(queries))
+  np.testing.assert_array_equal(got[1], whole[1])
+  np.testing.assert_array_equal(got[0], whole[0])
