@@ -29,11 +29,25 @@ mined ones in their place (they stay in the corpus, as candidates); 'keep' write
 as given, then mined ones up to MINE_TOP_N in all. Blank texts are no pairs (an example with
 a blank query or passage is dropped, a blank negative removed; both counted in the log).
 
+With a dense model, the queries are embedded a batch at a time and held ([Q, E] float32:
+1.5 GB for 500k queries of 768), and the corpus is embedded into shards on disk, as
+`python -m samtone_jax.encode` writes them, in MINE_EMBEDDINGS_DIR (default
+`<MINE_OUTPUT_FILE>.embeddings`; every host must see it): each process embeds its own
+shards, and a later run of the same texts and model reuses them (a killed one embeds only
+the missing shards). In the default directory, shards of other texts, another vocabulary,
+model config, checkpoint or step are replaced; in a directory named by MINE_EMBEDDINGS_DIR,
+they are refused, naming what differs (it may hold embeddings you want kept). The shards
+are searched `chunk_rows` documents and `query_batch` queries at a time
+(`retrieval.sharded_top_k`), and each deeper search for short pools searches them again for
+those queries only: no host holds the corpus's token ids or embeddings, whatever the
+numbers of queries and passages. BM25 mining indexes the corpus in memory.
+
 The output has one line per input pair, {"query", "passage", "negatives"} (and the input's
 ids as given, strings or numbers, with "negative_ids" beside passage ids), for the task
 own_pairs_with_negatives, which draws NUM_NEGATIVES of them each epoch.
 """
 
+import collections.abc
 import dataclasses
 import json
 import logging
@@ -45,10 +59,15 @@ import gin
 import jax
 import numpy as np
 
-from samtone_jax import bm25, data_files, dual_encoder, launch, partitioning, retrieval, run_dir
+from samtone_jax import (bm25, data_files, dual_encoder, embedding_shards, launch, partitioning,
+                         retrieval, run_dir)
 from samtone_jax.tasks import beir, own_data
 
 _LOG = logging.getLogger("samtone_jax.mine")
+# MINE_MARGIN's positives are read from the shards in runs: rows at most POSITIVE_GAP apart,
+# spanning fewer than POSITIVE_RUN rows (12 MiB of 768-wide float32 embeddings).
+POSITIVE_GAP = 64
+POSITIVE_RUN = 4096
 
 
 def negatives(ranked: np.ndarray, scores: np.ndarray, positives: set, *, top_n: int,
@@ -147,8 +166,10 @@ def mine(*, input_files: Sequence[str] = gin.REQUIRED, output_file: str = gin.RE
          skip_top: int = 0, margin: Optional[float] = None, input_negatives: str = "replace",
          model: Optional[dual_encoder.DualEncoder] = None,
          checkpoint_path: Optional[str] = None, task_feature_lengths: Optional[dict] = None,
-         mixture_or_task_name: Optional[str] = None, num_partitions: int = 1,
-         batch_size: int = 256) -> dict[str, float]:
+         mixture_or_task_name: Optional[str] = None, vocabulary=None, num_partitions: int = 1,
+         batch_size: int = 256, embeddings_dir: Optional[str] = None,
+         shard_size: int = 100_000, chunk_rows: int = 1_000_000,
+         query_batch: int = retrieval.QUERY_BATCH) -> dict[str, float]:
   """Mines negatives for every pair of `input_files`; writes `output_file`.
 
   Args:
@@ -159,8 +180,14 @@ def mine(*, input_files: Sequence[str] = gin.REQUIRED, output_file: str = gin.RE
     top_n, skip_top, margin: see the module docstring (MINE_TOP_N, MINE_SKIP_TOP,
       MINE_MARGIN; margin only with a dense model, whose scores are cosines).
     input_negatives: "replace" or "keep" the input's negatives (MINE_INPUT_NEGATIVES).
-    model, checkpoint_path, task_feature_lengths, mixture_or_task_name, num_partitions,
-      batch_size: the dense model and how to run it, as in `evaluate`.
+    model, checkpoint_path, task_feature_lengths, mixture_or_task_name, vocabulary,
+      num_partitions, batch_size: the dense model and how to run it, as in `evaluate`.
+    embeddings_dir: where the corpus's embeddings go (MINE_EMBEDDINGS_DIR; None:
+      `<output_file>.embeddings`, whose embeddings of other texts or another model are
+      replaced; those of a directory named here are refused instead).
+    shard_size: rows a shard of embeddings.
+    chunk_rows, query_batch: documents and queries searched at a time
+      (`retrieval.sharded_top_k`).
 
   Returns:
     Counts, the same in every process: pairs, queries, corpus, and pairs whose pool holds
@@ -229,20 +256,19 @@ def mine(*, input_files: Sequence[str] = gin.REQUIRED, output_file: str = gin.RE
                        " (a run's config.gin gives MODEL and the lengths); or use"
                        " runs/mine_bm25.gin.")
     mesh = partitioning.create_mesh(num_partitions)
-    params = run_dir.load_params(model, run_dir.pinned_checkpoint(checkpoint_path)[0],
-                                 task_feature_lengths, mesh)  # one step for every process
-    vocabulary = run_dir.vocabulary(mixture_or_task_name)
-    encode_queries, encode_passages = run_dir.encoders(model)
-    query_emb = retrieval.encode(encode_queries, params, retrieval.tokenize(
-        queries.texts, vocabulary, task_feature_lengths["queries"]), mesh, batch_size)
-    corpus_emb = retrieval.encode(encode_passages, params, retrieval.tokenize(
-        corpus.texts, vocabulary, task_feature_lengths["passages"]), mesh, batch_size)
+    query_emb, shards = _embedded(
+        queries.texts, corpus.texts, mesh, model=model, checkpoint_path=checkpoint_path,
+        lengths=task_feature_lengths, vocabulary=vocabulary or run_dir.vocabulary(
+            mixture_or_task_name), batch_size=batch_size,
+        directory=embeddings_dir or f"{output_file}.embeddings",
+        replace=embeddings_dir is None, shard_size=shard_size)
 
     def search(rows, k):
-      scores, ranked = retrieval.sharded_top_k(mesh, query_emb[rows], corpus_emb, k)
+      scores, ranked = retrieval.sharded_top_k(mesh, _Rows(query_emb, rows), shards, k,
+                                               chunk_rows=chunk_rows, query_batch=query_batch)
       return ranked, scores
     max_scores = None if margin is None else [
-        float(query_emb[pair.q] @ corpus_emb[pair.p]) - margin for pair in pairs]
+        score - margin for score in _positive_scores(pairs, query_emb, shards)]
   mined = mined_pools(search, [pair.q for pair in pairs], excluded, wanted,
                       corpus_size=len(corpus.texts), depth=depth, skip_top=skip_top,
                       max_scores=max_scores)
@@ -268,6 +294,84 @@ def mine(*, input_files: Sequence[str] = gin.REQUIRED, output_file: str = gin.RE
             f"; {short} pairs got fewer than MINE_TOP_N={top_n} (the corpus has no more"
             " candidates for them)" if short else "")
   return counts
+
+
+def _embedded(query_texts: Sequence[str], corpus_texts: Sequence[str],
+              mesh: jax.sharding.Mesh, *, model: dual_encoder.DualEncoder,
+              checkpoint_path: str, lengths: dict, vocabulary, batch_size: int,
+              directory: str, replace: bool, shard_size: int
+              ) -> tuple[np.ndarray, embedding_shards.EmbeddingShards]:
+  """(query embeddings [Q, E] float32, the corpus's [N, E] shards in `directory`), by the
+  checkpoint pinned once. The queries are tokenised a batch at a time and held embedded
+  (searched once a chunk, and each pair's margin needs its query's); the corpus is embedded
+  into shards on disk (`embedding_shards.encode`: reused when of the same texts and encoder;
+  with `replace`, made again when not, else refused), never held whole."""
+  checkpoint, step = run_dir.pinned_checkpoint(checkpoint_path)  # one step for every process
+  params = run_dir.load_params(model, checkpoint, lengths, mesh)
+  encode_queries, encode_passages = run_dir.encoders(model)
+  query_emb = retrieval.encode(encode_queries, params, retrieval.Tokenized(
+      query_texts, vocabulary, lengths["queries"]), mesh, batch_size)
+  shards = embedding_shards.encode(
+      directory, encode_passages, params, _RowTexts(corpus_texts),
+      lambda texts: retrieval.tokenize(texts, vocabulary, lengths["passages"]), mesh,
+      batch_size=batch_size, shard_size=shard_size, replace=replace,
+      source=embedding_shards.encoder_source(model, vocabulary, checkpoint, step,
+                                             lengths["passages"]))
+  return query_emb, shards
+
+
+class _RowTexts(collections.abc.Mapping):
+  """A list of texts as the {id: text} that `embedding_shards.encode` embeds: row i's id is
+  str(i). No copy of the texts."""
+
+  def __init__(self, texts: Sequence[str]):
+    self._texts = texts
+
+  def __getitem__(self, row_id: str) -> str:
+    return self._texts[int(row_id)]
+
+  def __iter__(self):
+    return map(str, range(len(self._texts)))
+
+  def __len__(self) -> int:
+    return len(self._texts)
+
+
+class _Rows:
+  """Rows of an array ([m] indices) read as an [m, ...] array by `len()` and `[a:b]`, without
+  copying them all."""
+
+  def __init__(self, array: np.ndarray, rows: np.ndarray):
+    self._array, self._rows = array, rows
+
+  def __len__(self) -> int:
+    return len(self._rows)
+
+  def __getitem__(self, part: slice) -> np.ndarray:
+    return self._array[self._rows[part]]
+
+
+def _positive_scores(pairs: Sequence["_Pair"], query_emb: np.ndarray,
+                     shards: embedding_shards.EmbeddingShards) -> list[float]:
+  """[P] each pair's s(query, positive), the positives' rows read from the shards in runs
+  (see POSITIVE_GAP), not the whole matrix: the pairs' passages come first in the corpus,
+  so that the runs are few."""
+  of_row: dict[int, list[int]] = {}
+  for i, pair in enumerate(pairs):
+    of_row.setdefault(pair.p, []).append(i)
+  needed = sorted(of_row)
+  scores, first = [0.0] * len(pairs), 0
+  for last, row in enumerate(needed):
+    if (last + 1 < len(needed) and needed[last + 1] - row <= POSITIVE_GAP
+        and needed[last + 1] - needed[first] < POSITIVE_RUN):
+      continue
+    start = needed[first]
+    rows = shards[start:row + 1]
+    for p in needed[first:last + 1]:
+      for i in of_row[p]:
+        scores[i] = float(query_emb[pairs[i].q] @ rows[p - start])
+    first = last + 1
+  return scores
 
 
 @dataclasses.dataclass

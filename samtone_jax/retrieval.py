@@ -262,7 +262,21 @@ def tokenize(texts: Sequence[str], vocabulary, length: int) -> np.ndarray:
   return out
 
 
-def encode(embed: Callable[[Any, Array], Array], params: Any, token_ids: np.ndarray,
+class Tokenized:
+  """Texts read as their token ids, [N, L] int32, tokenised a slice at a time (as `tokenize`):
+  `len()` and `[a:b]`, so that `encode` never holds the token ids of all of them."""
+
+  def __init__(self, texts: Sequence[str], vocabulary, length: int):
+    self.texts, self.vocabulary, self.length = texts, vocabulary, length
+
+  def __len__(self) -> int:
+    return len(self.texts)
+
+  def __getitem__(self, rows: slice) -> np.ndarray:
+    return tokenize(self.texts[rows], self.vocabulary, self.length)
+
+
+def encode(embed: Callable[[Any, Array], Array], params: Any, token_ids: Any,
            mesh: Mesh, batch_size: int, data_axes: Sequence[str] = ("data",)) -> np.ndarray:
   """Embeds token ids batch by batch, each batch split over the mesh's data axes.
 
@@ -270,7 +284,8 @@ def encode(embed: Callable[[Any, Array], Array], params: Any, token_ids: np.ndar
     embed: jit-able `(params, [b, L] int32) -> [b, E]`, e.g. a dual encoder's
       `encode_passages` through `model.apply`.
     params: its parameters (as sharded for training).
-    token_ids: [N, L] int32, the same in every process.
+    token_ids: [N, L] int32, the same in every process: an array, or anything read as one
+      by `len()` and `[a:b]` (`Tokenized`).
     mesh: the device mesh.
     batch_size: rows a batch (rounded up to a multiple of the data devices); the last batch
       is padded with empty rows, whose embeddings are dropped.
@@ -318,7 +333,7 @@ def evaluate(encode_queries: Callable[[Any, Array], Array],
   """
   query_ids = list(eval_set.qrels)
   doc_ids = list(eval_set.corpus)
-  queries = encode(encode_queries, params, tokenize(
+  queries = encode(encode_queries, params, Tokenized(
       [eval_set.queries[q] for q in query_ids], vocabulary, lengths["queries"]), mesh,
                    batch_size)
   tokenize_passages = lambda texts: tokenize(texts, vocabulary, lengths["passages"])

@@ -210,3 +210,109 @@ def test_an_empty_input_file_is_named(tmp_path):
   with pytest.raises(data_files.DataError, match=r"empty.jsonl: no pairs"):
     mine.mine(input_files=[path, str(tmp_path / "empty.jsonl")],
               output_file=str(tmp_path / "out.jsonl"), method="bm25")
+
+
+WORDS = ["apple", "banana", "cherry", "date", "elder", "fig", "grape", "hazel", "iris", "jam"]
+DENSE_PAIRS = [(f"{WORDS[i]} {WORDS[(3 * i + 1) % 10]}",
+                f"{WORDS[i]} {WORDS[(7 * i) % 10]} {WORDS[(i + 5) % 10]} {i}")
+               for i in range(9)] + [("apple banana", "apple pie with jam")]
+DENSE_EXTRA = [f"{WORDS[i % 10]} {WORDS[(3 * i) % 10]} {WORDS[(7 * i + 2) % 10]} x{i}"
+               for i in range(24)]
+
+
+def _dense_files(tmp_path, extra=DENSE_EXTRA):
+  """(pairs file, BEIR corpus file): 10 pairs of 9 queries (one with two positives), 24
+  more documents, no text twice."""
+  pairs = _write_jsonl(tmp_path / "pairs.jsonl",
+                       [{"query": q, "passage": p} for q, p in DENSE_PAIRS])
+  corpus = _write_jsonl(tmp_path / "corpus.jsonl",
+                        [{"_id": f"x{i}", "title": "", "text": t} for i, t in enumerate(extra)])
+  return pairs, corpus
+
+
+def _mine_dense(tiny_run, files, out, **options):
+  import seqio  # pylint: disable=g-import-not-at-top
+  model, run, lengths = tiny_run
+  return mine.mine(**{**dict(
+      input_files=[files[0]], corpus_files=[files[1]], output_file=str(out), model=model,
+      checkpoint_path=str(run), task_feature_lengths=lengths,
+      vocabulary=seqio.ByteVocabulary(), batch_size=8, shard_size=10, chunk_rows=7),
+      **options})
+
+
+def _dense_reference(tiny_run, extra, top_n, skip_top, margin):
+  """Each pair's negatives by numpy over the whole corpus, embedded in memory by the run's
+  latest checkpoint (step 8): the corpus is the pairs' passages, then `extra`."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  from samtone_jax import partitioning, retrieval, run_dir  # pylint: disable=g-import-not-at-top
+  model, run, lengths = tiny_run
+  mesh = partitioning.create_mesh()
+  params = run_dir.load_params(model, run / "checkpoints" / "8", lengths, mesh)
+  encode_queries, encode_passages = run_dir.encoders(model)
+  queries = list(dict.fromkeys(q for q, _ in DENSE_PAIRS))
+  corpus = [p for _, p in DENSE_PAIRS] + list(extra)
+  embed = lambda fn, texts, length: retrieval.encode(fn, params, retrieval.tokenize(
+      texts, seqio.ByteVocabulary(), length), mesh, 8)
+  query_emb = embed(encode_queries, queries, lengths["queries"])
+  corpus_emb = embed(encode_passages, corpus, lengths["passages"])
+  scores = query_emb @ corpus_emb.T  # [Q, N] float32
+  positives = {}
+  for q, p in DENSE_PAIRS:
+    positives.setdefault(queries.index(q), set()).add(corpus.index(p))
+  want = []
+  for q, p in DENSE_PAIRS:
+    qi, pi = queries.index(q), corpus.index(p)
+    max_score = np.inf if margin is None else float(query_emb[qi] @ corpus_emb[pi]) - margin
+    pool = _reference_pool(scores[qi], positives[qi], top_n, skip_top, max_score)
+    want.append([corpus[d] for d in pool])
+  return want
+
+
+@pytest.mark.parametrize("margin, positive_run", [(None, 4096), (0.02, 4096), (0.02, 3)])
+def test_dense_mining_from_shards_equals_numpy_over_the_whole_corpus(
+    tiny_run, tmp_path, monkeypatch, margin, positive_run):
+  """The corpus embedded into shards of 10 rows, searched 7 at a time (the margin's
+  positives read in runs of up to 3 rows, or all at once): the negatives are numpy's over
+  embeddings made in memory; 3 queries a batch (3 does not divide 9) write the same file as
+  all at once."""
+  monkeypatch.setattr(mine, "POSITIVE_RUN", positive_run)
+  files = _dense_files(tmp_path)
+  out = tmp_path / "mined.jsonl"
+  counts = _mine_dense(tiny_run, files, out, top_n=5, skip_top=1, margin=margin)
+  assert counts == {"pairs": 10, "queries": 9, "corpus": 34, "short": 0}
+  got = _read_jsonl(out)
+  assert [(g["query"], g["passage"]) for g in got] == DENSE_PAIRS
+  assert [g["negatives"] for g in got] == _dense_reference(tiny_run, DENSE_EXTRA, 5, 1,
+                                                           margin)
+  assert (tmp_path / "mined.jsonl.embeddings" / "meta.json").is_file()
+  whole = out.read_text()
+  _mine_dense(tiny_run, files, out, top_n=5, skip_top=1, margin=margin, query_batch=3)
+  assert out.read_text() == whole
+
+
+def test_dense_mining_reuses_its_shards_and_remakes_them_for_other_texts(tiny_run, tmp_path):
+  """A second run embeds nothing (the shards' files untouched); a changed corpus text makes
+  them again, in the default directory; a named directory of other texts is refused."""
+  files = _dense_files(tmp_path)
+  out = tmp_path / "mined.jsonl"
+  shards = tmp_path / "mined.jsonl.embeddings"
+  _mine_dense(tiny_run, files, out, top_n=4)
+  assert sorted(p.name for p in shards.glob("shard-*.npy")) == [
+      f"shard-0000{i}.npy" for i in range(4)]  # 34 rows, 10 a shard
+  written = {p.name: p.stat().st_mtime_ns for p in shards.glob("shard-*")}
+  first = out.read_text()
+  _mine_dense(tiny_run, files, out, top_n=4)
+  assert {p.name: p.stat().st_mtime_ns for p in shards.glob("shard-*")} == written
+  assert out.read_text() == first
+  extra = list(DENSE_EXTRA)
+  extra[3] = "apple banana apple banana"
+  files = _dense_files(tmp_path, extra)
+  _mine_dense(tiny_run, files, out, top_n=4)
+  remade = {p.name: p.stat().st_mtime_ns for p in shards.glob("shard-*")}
+  assert remade.keys() == written.keys() and all(remade[n] != written[n] for n in written)
+  assert [g["negatives"] for g in _read_jsonl(out)] == _dense_reference(tiny_run, extra, 4,
+                                                                        0, None)
+  files = _dense_files(tmp_path)
+  with pytest.raises(data_files.DataError, match=r"meta.json: .*another corpus or model:"
+                                                 r" texts_sha256"):
+    _mine_dense(tiny_run, files, out, top_n=4, embeddings_dir=str(shards))
