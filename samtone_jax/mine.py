@@ -255,11 +255,14 @@ def mine(*, input_files: Sequence[str] = gin.REQUIRED, output_file: str = gin.RE
       raise ValueError("dense mining needs MODEL, CHECKPOINT_PATH and TASK_FEATURE_LENGTHS"
                        " (a run's config.gin gives MODEL and the lengths); or use"
                        " runs/mine_bm25.gin.")
+    if vocabulary is None:
+      if mixture_or_task_name is None:
+        raise ValueError("set VOCABULARY or MIXTURE_OR_TASK_NAME (whose vocabulary to use).")
+      vocabulary = run_dir.vocabulary(mixture_or_task_name)
     mesh = partitioning.create_mesh(num_partitions)
     query_emb, shards = _embedded(
         queries.texts, corpus.texts, mesh, model=model, checkpoint_path=checkpoint_path,
-        lengths=task_feature_lengths, vocabulary=vocabulary or run_dir.vocabulary(
-            mixture_or_task_name), batch_size=batch_size,
+        lengths=task_feature_lengths, vocabulary=vocabulary, batch_size=batch_size,
         directory=embeddings_dir or f"{output_file}.embeddings",
         replace=embeddings_dir is None, shard_size=shard_size)
 
