@@ -46,21 +46,26 @@ def subprocess_env(tmp_path_factory) -> dict[str, str]:
           "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache"))}
 
 
-@pytest.fixture
-def tiny_run(tmp_path):
-  """A MODEL_DIR (tmp_path/"run") with checkpoints of steps 4 and 8 of a tiny DualEncoder
-  (other parameters each), as `run_dir.load_params` reads them: (model, MODEL_DIR,
-  task_feature_lengths). Its vocabulary size fits the byte and the quickstart vocabularies."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  from flax import linen as nn  # pylint: disable=g-import-not-at-top
+def tiny_model():
+  """(model, task_feature_lengths) of a tiny DualEncoder whose vocabulary size fits the byte
+  and the quickstart vocabularies."""
   from samtone_jax import dual_encoder, t5  # pylint: disable=g-import-not-at-top
   config = t5.T5Config(vocab_size=2048, d_model=8, d_ff=16, num_heads=2, head_dim=4,
                        num_layers=1, relative_attention_num_buckets=4,
                        relative_attention_max_distance=16)
-  model = dual_encoder.DualEncoder(config, "sde", 6)
-  lengths = {"queries": 8, "passages": 16}
+  return dual_encoder.DualEncoder(config, "sde", 6), {"queries": 8, "passages": 16}
+
+
+@pytest.fixture
+def tiny_run(tmp_path):
+  """A MODEL_DIR (tmp_path/"run") with checkpoints of steps 4 and 8 of `tiny_model` (other
+  parameters each), as `run_dir.load_params` reads them: (model, MODEL_DIR,
+  task_feature_lengths)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from flax import linen as nn  # pylint: disable=g-import-not-at-top
+  model, lengths = tiny_model()
   ids = jnp.zeros((1, 8), jnp.int32)
   manager = ocp.CheckpointManager(tmp_path / "run" / "checkpoints")
   for step in (4, 8):
