@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import pytest
 
-from samtone_jax import export, launch, pretrained, run_dir
+from samtone_jax import export, launch, pretrained, run_dir, train
 from tests import processes
 from tests.test_train import _params
 
@@ -131,6 +131,21 @@ def test_evaluate_and_export_name_the_newest_good_checkpoint(runs, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, run_dir.load_params(model, run.checkpoint(4),
                                                                   lengths),
                _params(runs / "stopped", 4))
+
+
+def test_a_checkpoint_that_cannot_be_moved_aside_stops_the_run_with_the_reason(tmp_path):
+  """MODEL_DIR/damaged is a file: the move fails, and the run stops with a TrainingError
+  naming the target and what to do (agreed, so with several processes every one stops)."""
+  run = run_dir.RunDir(tmp_path / "run")
+  for folder in (run.checkpoint(8), run.input_position(8)):
+    folder.mkdir(parents=True)
+  (run.path / "damaged").write_text("")
+  checkpointer = train._Checkpointer(run, batches=None, keep=3, strict=False)
+  with pytest.raises(train.TrainingError, match=rf"the checkpoint of step 8 .* could not be"
+                     rf" moved aside to {run.path / 'damaged' / '8'}: (FileExistsError|"
+                     r"NotADirectoryError): .* aside by hand\."):
+    checkpointer._move_aside(8)  # pylint: disable=protected-access
+  assert run.checkpoint(8).is_dir() and run.input_position(8).is_dir()
 
 
 def test_two_processes_name_the_same_newest_good_checkpoint(runs, tmp_path):
