@@ -205,7 +205,8 @@ def restoring_manager(directory: pathlib.Path, **kwargs) -> ocp.CheckpointManage
   local = ocp.options.MultiprocessingOptions(primary_host=jax.process_index(),
                                              active_processes={jax.process_index()})
   return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
-      read_only=True, create=False, multiprocessing_options=local), **kwargs)
+      read_only=True, create=False, save_interval_steps=0, multiprocessing_options=local),
+      **kwargs)
 
 
 def agreed(attempt: Callable[[], T]) -> tuple[Optional[T], Optional[str]]:
