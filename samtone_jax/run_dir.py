@@ -20,7 +20,7 @@ the jit-able encode functions of a model.
 import dataclasses
 import logging
 import pathlib
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 import flax.linen as nn
 import jax
@@ -32,6 +32,7 @@ from jax.experimental import multihost_utils
 from samtone_jax import dual_encoder, partitioning, pretrained
 
 _LOG = logging.getLogger("samtone_jax.run_dir")
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,13 +179,12 @@ def load_params(model: dual_encoder.DualEncoder, checkpoint_path: str | pathlib.
         jax.device_get(params), model.architecture, tower, kernel), shardings)
   run, step = resolve_checkpoint(checkpoint_path, name)
   _LOG.info("Parameters of step %d from %s.", step, run.path)
-  manager = ocp.CheckpointManager(run.checkpoints, item_handlers=ocp.PyTreeCheckpointHandler())
-  try:
-    return _restore_params(manager, step, shardings)
-  except Exception as e:  # pylint: disable=broad-except  # the storage layer's, said plainly
-    error = f"{type(e).__name__}: {first_line(e)}"
+  manager = restoring_manager(run.checkpoints, item_handlers=ocp.PyTreeCheckpointHandler())
+  params, error = agreed(lambda: _restore_params(manager, step, shardings))
+  if error is None:
+    return params
   good = next((s for s in sorted(manager.all_steps(), reverse=True) if s < step
-               and _restores(manager, s, shardings)), None)
+               and agreed(lambda s=s: _restore_params(manager, s, shardings))[1] is None), None)
   raise pretrained.CheckpointError(
       f"{name}={str(checkpoint_path)!r}: the checkpoint of step {step} ({run.checkpoint(step)})"
       f" does not restore: {error}. " + (
@@ -206,12 +206,32 @@ def _restore_params(manager: ocp.CheckpointManager, step: int, shardings: Any) -
       partial_restore=True))["params"]
 
 
-def _restores(manager: ocp.CheckpointManager, step: int, shardings: Any) -> bool:
+def restoring_manager(directory: pathlib.Path, **kwargs) -> ocp.CheckpointManager:
+  """A read-only orbax CheckpointManager of `directory` (`kwargs`: its other arguments) whose
+  restores wait for no other process: orbax ends a restore with a barrier across processes,
+  which a process whose restore raised would never reach; `agreed` agrees instead."""
+  local = ocp.options.MultiprocessingOptions(primary_host=jax.process_index(),
+                                             active_processes={jax.process_index()})
+  return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+      read_only=True, create=False, save_interval_steps=0, multiprocessing_options=local),
+      **kwargs)
+
+
+def agreed(attempt: Callable[[], T]) -> tuple[Optional[T], Optional[str]]:
+  """(attempt(), None), or (None, what went wrong: its error here, else the processes where
+  it raised) when `attempt` raises on this process or on another. Every process calls it and
+  meets one all-gather, whatever fails where; so `attempt` must wait for no other process
+  (restore through a `restoring_manager`)."""
+  result, error = None, None
   try:
-    _restore_params(manager, step, shardings)
-    return True
-  except Exception:  # pylint: disable=broad-except
-    return False
+    result = attempt()
+  except Exception as e:  # pylint: disable=broad-except  # the storage layer's, said plainly
+    error = f"{type(e).__name__}: {first_line(e)}"
+  if jax.process_count() > 1:
+    failed = multihost_utils.process_allgather(np.int32(error is not None))
+    if failed.any() and error is None:
+      result, error = None, f"it failed on process(es) {np.flatnonzero(failed).tolist()}"
+  return result, error
 
 
 def first_line(error: BaseException, limit: int = 300) -> str:

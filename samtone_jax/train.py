@@ -330,9 +330,9 @@ class _Checkpointer:
     Raises:
       TrainingError: no checkpoint restores, or (strict) the newest does not.
     """
-    damaged = {}
+    damaged, restorer = {}, run_dir.restoring_manager(self._run.checkpoints)
     for step in sorted(self._manager.all_steps(), reverse=True):
-      state, error = self._try_restore(abstract_state, step)
+      state, error = self._try_restore(restorer, abstract_state, step)
       if state is not None:
         break
       damaged[step] = error
@@ -355,40 +355,43 @@ class _Checkpointer:
     _LOG.info("Resumed from step %d of %s.", step, self._run.path)
     return state
 
-  def _try_restore(self, abstract_state: trainer.TrainState, step: int
-                   ) -> tuple[Optional[trainer.TrainState], Optional[str]]:
+  def _try_restore(self, restorer: ocp.CheckpointManager, abstract_state: trainer.TrainState,
+                   step: int) -> tuple[Optional[trainer.TrainState], Optional[str]]:
     """(state, None), or (None, what went wrong) when the checkpoint of `step` or its input
-    position does not restore, on this process or on another."""
-    state, error = None, None
-    try:
-      state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    position does not restore, on this process or on another (`restorer`: a
+    `run_dir.restoring_manager`, so that every process gets to the agreement)."""
+
+    def restore() -> trainer.TrainState:
+      state = restorer.restore(step, args=ocp.args.StandardRestore(abstract_state))
       position = self._run.input_position(step)
       if not position.is_dir():
         raise FileNotFoundError(f"no input position {position}")
       self._batches.restore(position)
-    except Exception as e:  # pylint: disable=broad-except  # reported, and moved aside
-      state, error = None, f"{type(e).__name__}: {run_dir.first_line(e)}"
-    if jax.process_count() > 1:
-      failed = multihost_utils.process_allgather(np.int32(state is None))
-      if failed.any() and state is not None:
-        state, error = None, (f"it does not restore on process(es)"
-                              f" {np.flatnonzero(failed).tolist()}")
-    return state, error
+      return state
+
+    return run_dir.agreed(restore)
 
   def _move_aside(self, step: int) -> None:
-    """Moves the checkpoint of `step` and its input position to MODEL_DIR/damaged/."""
+    """Moves the checkpoint of `step` and its input position to MODEL_DIR/damaged/ (process
+    0 moves them; TrainingError on every process if it cannot)."""
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f"damaged checkpoint {step}")
-    if jax.process_index() == 0:
-      target = self._run.damaged(step)
-      target.mkdir(parents=True)
-      for source, name in ((self._run.checkpoint(step), "checkpoint"),
-                           (self._run.input_position(step), "input_position")):
-        if source.exists():
-          os.replace(source, target / name)
-      _LOG.warning("Moved the checkpoint of step %d aside, to %s.", step, target)
-    if jax.process_count() > 1:
-      multihost_utils.sync_global_devices(f"moved checkpoint {step}")
+    target = self._run.damaged(step)
+
+    def move() -> None:
+      if jax.process_index() == 0:
+        target.mkdir(parents=True)
+        for source, name in ((self._run.checkpoint(step), "checkpoint"),
+                             (self._run.input_position(step), "input_position")):
+          if source.exists():
+            os.replace(source, target / name)
+        _LOG.warning("Moved the checkpoint of step %d aside, to %s.", step, target)
+
+    _, error = run_dir.agreed(move)
+    if error is not None:
+      _refuse(f"the checkpoint of step {step} ({self._run.checkpoint(step)}) does not restore"
+              f" and could not be moved aside to {target}: {error}. Move it and"
+              f" {self._run.input_position(step)} aside by hand.")
     self._manager.reload()
 
   def save(self, state: trainer.TrainState, step: int) -> None:

@@ -28,13 +28,14 @@ def cluster_flags(port: int, index: int, count: int = 2) -> list[str]:
           f"--process_index={index}"]
 
 
-def start_training(model_dir, log, *flags: str, env: dict[str, str],
-                   devices: int = 1) -> subprocess.Popen:
-  """`python -m samtone_jax.train` of the tiny run into `model_dir` on `devices` simulated
-  CPU devices, with the variables `env` (conftest's `subprocess_env`), output to file `log`."""
+def start_training(model_dir, log, *flags: str, env: dict[str, str], devices: int = 1,
+                   module: str = "samtone_jax.train") -> subprocess.Popen:
+  """`python -m samtone_jax.train` (or `module`, which runs it) of the tiny run into
+  `model_dir` on `devices` simulated CPU devices, with the variables `env` (conftest's
+  `subprocess_env`), output to file `log`."""
   with open(log, "a") as out:
     return subprocess.Popen(
-        [sys.executable, "-m", "samtone_jax.train", *TINY_FLAGS,
+        [sys.executable, "-m", module, *TINY_FLAGS,
          f"--gin.MODEL_DIR='{model_dir}'", *flags], cwd=ROOT,
         env=dict(os.environ, **env, JAX_PLATFORMS="cpu",
                  XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}"),
