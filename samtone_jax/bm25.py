@@ -48,6 +48,8 @@ _WORD = regex.compile(r"\b(?=_*[^\W_])\w.*?\b", flags=regex.WORD | regex.V1)
 # Lucene's EnglishPossessiveFilter: an apostrophe (', ’ or ＇) and s at a word's end.
 _POSSESSIVE = regex.compile(r"['\u2019\uff07][sS]$")
 _PORTER = Stemmer.Stemmer("porter")
+# Texts analysed at a time while indexing: only a batch's words are ever held as strings.
+ANALYSIS_BATCH = 10_000
 
 
 def _stem(words: list[str]) -> list[str]:
@@ -65,9 +67,27 @@ def analyze(texts: Sequence[str]) -> list[list[str]]:
   return [[stems[word] for word in doc] for doc in docs]
 
 
+def analyze_ids(texts: Sequence[str], batch_size: int = ANALYSIS_BATCH
+                ) -> bm25s.tokenization.Tokenized:
+  """`analyze(texts)` as ids into a vocabulary, analysed `batch_size` texts at a time.
+
+  Returns:
+    Tokenized(ids: [len(texts)] lists of word ids, vocab: {word: id}, ids 0, 1, ... in order
+    of first appearance). A word's id is one int object shared by all its occurrences, so a
+    text costs a list of pointers (8 bytes a word) where its words as strings cost ~60.
+  """
+  vocab: dict[str, int] = {}
+  ids = []
+  for start in range(0, len(texts), batch_size):
+    for doc in analyze(texts[start:start + batch_size]):
+      ids.append([vocab.setdefault(word, len(vocab)) for word in doc])
+  return bm25s.tokenization.Tokenized(ids=ids, vocab=vocab)
+
+
 @gin.configurable(module="bm25")
 def search(corpus: Sequence[str], queries: Sequence[str], k: int, *, k1: float = 0.9,
-           b: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
+           b: float = 0.4, analysis_batch: int = ANALYSIS_BATCH
+           ) -> tuple[np.ndarray, np.ndarray]:
   """The top `k` documents of each query by BM25.
 
   Args:
@@ -75,6 +95,7 @@ def search(corpus: Sequence[str], queries: Sequence[str], k: int, *, k1: float =
     queries: Q query texts.
     k: results a query (at most N).
     k1, b: BM25's term-frequency saturation and length normalisation.
+    analysis_batch: texts analysed at a time (`analyze_ids`); the results do not depend on it.
 
   Returns:
     (indices [Q, k] int into `corpus`, scores [Q, k] float32), best first. A query with
@@ -83,7 +104,7 @@ def search(corpus: Sequence[str], queries: Sequence[str], k: int, *, k1: float =
   if not 0 < k <= len(corpus):
     raise ValueError(f"k={k} must be in [1, {len(corpus)}] (the corpus size).")
   retriever = bm25s.BM25(k1=k1, b=b, method="lucene")
-  retriever.index(analyze(corpus), show_progress=False)
+  retriever.index(analyze_ids(corpus, analysis_batch), show_progress=False)
   indices, scores = retriever.retrieve(analyze(queries), k=k, show_progress=False)
   return np.asarray(indices), np.asarray(scores, np.float32)
 
