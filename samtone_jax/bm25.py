@@ -28,6 +28,8 @@ References:
   scoring variants", ECIR 2020.
 """
 
+import array
+import collections.abc
 from typing import Sequence
 
 import bm25s
@@ -67,21 +69,40 @@ def analyze(texts: Sequence[str]) -> list[list[str]]:
   return [[stems[word] for word in doc] for doc in docs]
 
 
+class WordIds(collections.abc.Sequence):
+  """Texts as lists of word ids, stored flat: [T] int32 ids and [len + 1] int64 offsets,
+  4 bytes a word and 8 a text (the lists are made when read, one at a time)."""
+
+  def __init__(self, ids: np.ndarray, offsets: np.ndarray):
+    self._ids, self._offsets = ids, offsets
+
+  def __len__(self) -> int:
+    return len(self._offsets) - 1
+
+  def __getitem__(self, i: int) -> list[int]:
+    if not -len(self) <= i < len(self):
+      raise IndexError(f"text {i} of {len(self)}")
+    i %= len(self)
+    return self._ids[self._offsets[i]:self._offsets[i + 1]].tolist()
+
+
 def analyze_ids(texts: Sequence[str], batch_size: int = ANALYSIS_BATCH
                 ) -> bm25s.tokenization.Tokenized:
-  """`analyze(texts)` as ids into a vocabulary, analysed `batch_size` texts at a time.
+  """`analyze(texts)` as word ids, analysed `batch_size` texts at a time, so that the words
+  of one batch only are ever held as strings.
 
   Returns:
-    Tokenized(ids: [len(texts)] lists of word ids, vocab: {word: id}, ids 0, 1, ... in order
-    of first appearance). A word's id is one int object shared by all its occurrences, so a
-    text costs a list of pointers (8 bytes a word) where its words as strings cost ~60.
+    Tokenized(ids: WordIds of the texts, vocab: {word: id}, ids 0, 1, ... in order of first
+    appearance), as `bm25s.BM25.index` takes it.
   """
   vocab: dict[str, int] = {}
-  ids = []
+  ids, offsets = array.array("i"), array.array("q", [0])
   for start in range(0, len(texts), batch_size):
     for doc in analyze(texts[start:start + batch_size]):
-      ids.append([vocab.setdefault(word, len(vocab)) for word in doc])
-  return bm25s.tokenization.Tokenized(ids=ids, vocab=vocab)
+      ids.extend(vocab.setdefault(word, len(vocab)) for word in doc)
+      offsets.append(len(ids))
+  return bm25s.tokenization.Tokenized(
+      ids=WordIds(np.frombuffer(ids, np.int32), np.frombuffer(offsets, np.int64)), vocab=vocab)
 
 
 @gin.configurable(module="bm25")
