@@ -58,7 +58,7 @@ class SyntheticCorpus:
     return " ".join(WORDS[(i * 7919 + j * 104729) % len(WORDS)] for j in range(self.words))
 
 
-def _model():
+def quickstart_model():
   """The SDE of models/t5_1_1_quickstart.gin and its random parameters."""
   import jax  # pylint: disable=g-import-not-at-top
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
@@ -75,7 +75,7 @@ def run_one(size: int) -> dict:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from samtone_jax import embedding_shards, partitioning, retrieval, run_dir  # pylint: disable=g-import-not-at-top
   from samtone_jax.tasks import vocabularies  # pylint: disable=g-import-not-at-top
-  model, params = _model()
+  model, params = quickstart_model()
   vocabulary = vocabularies.quickstart_vocabulary()
   mesh = partitioning.create_mesh()
   encode_queries, encode_passages = run_dir.encoders(model)

@@ -28,6 +28,8 @@ References:
   scoring variants", ECIR 2020.
 """
 
+import array
+import collections.abc
 from typing import Sequence
 
 import bm25s
@@ -48,6 +50,8 @@ _WORD = regex.compile(r"\b(?=_*[^\W_])\w.*?\b", flags=regex.WORD | regex.V1)
 # Lucene's EnglishPossessiveFilter: an apostrophe (', ’ or ＇) and s at a word's end.
 _POSSESSIVE = regex.compile(r"['\u2019\uff07][sS]$")
 _PORTER = Stemmer.Stemmer("porter")
+# Texts analysed at a time while indexing: only a batch's words are ever held as strings.
+ANALYSIS_BATCH = 10_000
 
 
 def _stem(words: list[str]) -> list[str]:
@@ -65,9 +69,46 @@ def analyze(texts: Sequence[str]) -> list[list[str]]:
   return [[stems[word] for word in doc] for doc in docs]
 
 
+class WordIds(collections.abc.Sequence):
+  """Texts as lists of word ids, stored flat: [T] int32 ids and [len + 1] int64 offsets,
+  4 bytes a word and 8 a text (the lists are made when read, one at a time)."""
+
+  def __init__(self, ids: np.ndarray, offsets: np.ndarray):
+    self._ids, self._offsets = ids, offsets
+
+  def __len__(self) -> int:
+    return len(self._offsets) - 1
+
+  def __getitem__(self, i: int) -> list[int]:
+    if not -len(self) <= i < len(self):
+      raise IndexError(f"text {i} of {len(self)}")
+    i %= len(self)
+    return self._ids[self._offsets[i]:self._offsets[i + 1]].tolist()
+
+
+def analyze_ids(texts: Sequence[str], batch_size: int = ANALYSIS_BATCH
+                ) -> bm25s.tokenization.Tokenized:
+  """`analyze(texts)` as word ids, analysed `batch_size` texts at a time, so that the words
+  of one batch only are ever held as strings.
+
+  Returns:
+    Tokenized(ids: WordIds of the texts, vocab: {word: id}, ids 0, 1, ... in order of first
+    appearance), as `bm25s.BM25.index` takes it.
+  """
+  vocab: dict[str, int] = {}
+  ids, offsets = array.array("i"), array.array("q", [0])
+  for start in range(0, len(texts), batch_size):
+    for doc in analyze(texts[start:start + batch_size]):
+      ids.extend(vocab.setdefault(word, len(vocab)) for word in doc)
+      offsets.append(len(ids))
+  return bm25s.tokenization.Tokenized(
+      ids=WordIds(np.frombuffer(ids, np.int32), np.frombuffer(offsets, np.int64)), vocab=vocab)
+
+
 @gin.configurable(module="bm25")
 def search(corpus: Sequence[str], queries: Sequence[str], k: int, *, k1: float = 0.9,
-           b: float = 0.4) -> tuple[np.ndarray, np.ndarray]:
+           b: float = 0.4, analysis_batch: int = ANALYSIS_BATCH
+           ) -> tuple[np.ndarray, np.ndarray]:
   """The top `k` documents of each query by BM25.
 
   Args:
@@ -75,6 +116,7 @@ def search(corpus: Sequence[str], queries: Sequence[str], k: int, *, k1: float =
     queries: Q query texts.
     k: results a query (at most N).
     k1, b: BM25's term-frequency saturation and length normalisation.
+    analysis_batch: texts analysed at a time (`analyze_ids`); the results do not depend on it.
 
   Returns:
     (indices [Q, k] int into `corpus`, scores [Q, k] float32), best first. A query with
@@ -83,7 +125,7 @@ def search(corpus: Sequence[str], queries: Sequence[str], k: int, *, k1: float =
   if not 0 < k <= len(corpus):
     raise ValueError(f"k={k} must be in [1, {len(corpus)}] (the corpus size).")
   retriever = bm25s.BM25(k1=k1, b=b, method="lucene")
-  retriever.index(analyze(corpus), show_progress=False)
+  retriever.index(analyze_ids(corpus, analysis_batch), show_progress=False)
   indices, scores = retriever.retrieve(analyze(queries), k=k, show_progress=False)
   return np.asarray(indices), np.asarray(scores, np.float32)
 

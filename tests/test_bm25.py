@@ -87,3 +87,27 @@ def test_nfcorpus_is_beirs_published_bm25_row(shared_data):
   eval_set = beir.eval_set(shared_data / "beir" / "nfcorpus.zip" / "nfcorpus")
   found, _ = bm25.evaluate(eval_set)
   assert found["nDCG@10"] == pytest.approx(0.325, abs=0.01)
+
+
+# Texts sharing words unevenly (ties, repeats, stop words), more than one analysis batch.
+MANY = [f"{CORPUS[i % len(CORPUS)]} shoe{'s' * (i % 2)} number {i % 7} the rain {i}"
+        for i in range(23)]
+
+
+def test_ids_are_the_analysis_in_batches():
+  tokenized = bm25.analyze_ids(MANY, batch_size=4)
+  words = {i: word for word, i in tokenized.vocab.items()}
+  assert [[words[i] for i in doc] for doc in tokenized.ids] == bm25.analyze(MANY)
+  assert sorted(tokenized.vocab.values()) == list(range(len(tokenized.vocab)))
+
+
+def test_search_in_batches_is_bm25s_over_the_analysed_words():
+  import bm25s  # pylint: disable=g-import-not-at-top
+  queries = ["running shoes", "rain 3", "number 5 dollars", "what", "17"]
+  reference = bm25s.BM25(k1=0.9, b=0.4, method="lucene")
+  reference.index(bm25.analyze(MANY), show_progress=False)
+  want_indices, want_scores = reference.retrieve(bm25.analyze(queries), k=10,
+                                                 show_progress=False)
+  indices, scores = bm25.search(MANY, queries, k=10, analysis_batch=4)
+  np.testing.assert_array_equal(indices, want_indices)
+  np.testing.assert_array_equal(scores, np.asarray(want_scores, np.float32))
