@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
 import train_throughput  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -58,6 +60,9 @@ def build_sleepy(seconds: float):
   return lambda: train_throughput.seconds(lambda: time.sleep(seconds)), {}
 
 
+# Slow (spawns contenders): a benchmark's own tool; test_a_contender_times_its_run covers
+# the contenders in the default run.
+@pytest.mark.slow
 def test_a_contender_over_its_time_limit_is_stopped_and_named():
   """Its step sleeps for a minute, its limit is half a second: interleave stops it in the
   first round, names it, and goes on without it."""

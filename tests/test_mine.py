@@ -318,6 +318,9 @@ def test_dense_mining_reuses_its_shards_and_remakes_them_for_other_texts(tiny_ru
     _mine_dense(tiny_run, files, out, top_n=4, embeddings_dir=str(shards))
 
 
+# Slow (two JAX processes): the default run covers mining from shards in one process
+# and two processes encoding shards (test_embedding_shards).
+@pytest.mark.slow
 def test_two_processes_mine_what_one_does(tiny_run, tmp_path):
   """Two JAX processes (2 CPU devices each) embed their own shards of the corpus and search
   them together: the same file as one process of 8 devices."""
