@@ -42,6 +42,21 @@ def start_training(model_dir, log, *flags: str, env: dict[str, str], devices: in
         stdout=out, stderr=subprocess.STDOUT)
 
 
+def start_workers(module: str, count: int, folder, *flags: str) -> list[subprocess.Popen]:
+  """`count` processes of `python -m <module> --process_id=i --port=P <flags>` on one free
+  port, each logging to `folder`/process<i>.log; XLA_FLAGS left to the worker (it sets its
+  own device count)."""
+  port = free_port()
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  procs = []
+  for i in range(count):
+    with open(pathlib.Path(folder) / f"process{i}.log", "w") as log:
+      procs.append(subprocess.Popen(
+          [sys.executable, "-m", module, f"--process_id={i}", f"--port={port}", *flags],
+          cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+  return procs
+
+
 def wait_all(procs, deadline_s: float):
   """Waits for every process; kills the rest as soon as one fails or time runs out.
 

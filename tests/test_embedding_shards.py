@@ -245,20 +245,10 @@ def test_the_encode_command_equals_sentence_transformers(tmp_path):
 def test_two_processes_encode_and_search_as_one(tmp_path):
   """Two JAX processes (2 CPU devices each) embed their own shards of one corpus and search
   them: the shards and the top-k equal one process's."""
-  import os  # pylint: disable=g-import-not-at-top
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
   from tests import multiprocess_encode_worker as worker  # pylint: disable=g-import-not-at-top
   from tests import processes  # pylint: disable=g-import-not-at-top
-  port = processes.free_port()
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  procs = []
-  for i in range(worker.NUM_PROCESSES):
-    with open(tmp_path / f"process{i}.log", "w") as log:
-      procs.append(subprocess.Popen(
-          [sys.executable, "-m", "tests.multiprocess_encode_worker", f"--process_id={i}",
-           f"--port={port}", f"--out={tmp_path}"], cwd=processes.ROOT, env=env, stdout=log,
-          stderr=subprocess.STDOUT))
+  procs = processes.start_workers("tests.multiprocess_encode_worker", worker.NUM_PROCESSES,
+                                  tmp_path, f"--out={tmp_path}")
   codes, _ = processes.wait_all(procs, 240)
   assert codes == [0] * worker.NUM_PROCESSES, processes.logs(tmp_path)
 

@@ -324,22 +324,12 @@ def test_dense_mining_reuses_its_shards_and_remakes_them_for_other_texts(tiny_ru
 def test_two_processes_mine_what_one_does(tiny_run, tmp_path):
   """Two JAX processes (2 CPU devices each) embed their own shards of the corpus and search
   them together: the same file as one process of 8 devices."""
-  import os  # pylint: disable=g-import-not-at-top
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
   from tests import multiprocess_mine_worker as worker  # pylint: disable=g-import-not-at-top
   from tests import processes  # pylint: disable=g-import-not-at-top
   _dense_files(tmp_path)
   run = tiny_run[1]
-  port = processes.free_port()
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  procs = []
-  for i in range(worker.NUM_PROCESSES):
-    with open(tmp_path / f"process{i}.log", "w") as log:
-      procs.append(subprocess.Popen(
-          [sys.executable, "-m", "tests.multiprocess_mine_worker", f"--process_id={i}",
-           f"--port={port}", f"--run={run}", f"--out={tmp_path}"], cwd=processes.ROOT,
-          env=env, stdout=log, stderr=subprocess.STDOUT))
+  procs = processes.start_workers("tests.multiprocess_mine_worker", worker.NUM_PROCESSES,
+                                  tmp_path, f"--run={run}", f"--out={tmp_path}")
   codes, _ = processes.wait_all(procs, 240)
   assert codes == [0] * worker.NUM_PROCESSES, processes.logs(tmp_path)
   assert len(list((tmp_path / "mined.jsonl.embeddings").glob("shard-*.npy"))) == 4
