@@ -1,7 +1,7 @@
 """samtone-jax: dual-encoder retrievers trained with SamToNe, T5X-style, in JAX/Flax.
 
-Importing the package, or any of its modules, sets nothing up: TensorFlow's place on the host
-and the registration of tasks/ are the entry points' (samtone_jax/launch.py, `setup_host`).
+Importing the package or a module of the library sets nothing up: TensorFlow's devices, file
+descriptors and the registration of tasks/ are the entry points' (launch.setup_host).
 """
 
 import importlib.resources
