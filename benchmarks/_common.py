@@ -2,8 +2,7 @@
 
 The scripts are run as `python benchmarks/<name>.py`, so this folder is first on sys.path
 and they `import _common` (as grad_cache.py imports train_throughput). Importing this module
-imports no JAX (only samtone_jax.dtypes, whose /proc/cpuinfo reader it shares, and so the
-package, which imports TensorFlow with the GPUs hidden where it is installed):
+imports no JAX (only samtone_jax.dtypes, whose /proc/cpuinfo reader it shares):
 `machine(devices=False)` describes the machine without starting a backend (a parent process
 that only orchestrates others, as train_throughput.py's and replicate.py's).
 """

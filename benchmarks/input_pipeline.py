@@ -29,7 +29,7 @@ import numpy as np
 import seqio
 
 import samtone_jax.tasks  # pylint: disable=unused-import
-from samtone_jax import inputs, launch, losses
+from samtone_jax import data_files, inputs, launch, losses
 from samtone_jax.tasks import pairs, vocabularies
 
 import _common  # pylint: disable=g-bad-import-order  (this folder)
@@ -85,6 +85,7 @@ def train_step_rate(batch: int, repeats: int = 10) -> float:
 
 
 def main():
+  launch.setup_host()
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--batch", type=int, default=64)
   parser.add_argument("--batches", type=int, default=200)
@@ -95,7 +96,7 @@ def main():
 
   with tempfile.TemporaryDirectory() as tmp:
     tmp = pathlib.Path(tmp)
-    os.environ[pairs.DATA_DIR_VARIABLE] = str(tmp / "downloads")
+    os.environ[data_files.DATA_DIR_VARIABLE] = str(tmp / "downloads")
     seqio.set_tfds_data_dir_override(str(tmp / "tfds"))
     write_msmarco_fixture(tmp / "downloads" / "msmarco", args.msmarco_pairs)
     pairs.register_pairs_task("msmarco_passage", "msmarco_passage/qrels:1.0.0",

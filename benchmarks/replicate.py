@@ -81,6 +81,7 @@ def train_run(run: Run, out: pathlib.Path, extra: tuple[str, ...] = ()) -> dict:
   import gin  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   from samtone_jax import evaluate, launch, train  # pylint: disable=g-import-not-at-top
+  launch.setup_host()
 
   model_dir = out / run.name
   done, timing = model_dir / "metrics.json", model_dir / "replication_seconds.json"

@@ -40,10 +40,9 @@ against the card's nominal bfloat16 dense peak.
       [--dtype float32|bfloat16] [--with_float32] [--steps 5] [--alone 2] [--skip_torch]
       [--step_timeout 300] [--out PATH]
 
-Imports only samtone_jax's model, loss, trainer, optimizer and partitioning modules (no gin
-or SeqIO; the package imports TensorFlow if it is installed, with the GPUs hidden from it),
-so it runs wherever JAX, Flax, optax (and, for the comparison, torch, transformers and
-sentence-transformers) are installed. Writes
+Imports only samtone_jax's model, loss, trainer, optimizer and partitioning modules (no gin,
+SeqIO or TensorFlow), so it runs wherever JAX, Flax, optax (and, for the comparison, torch,
+transformers and sentence-transformers) are installed. Writes
 benchmarks/results/train_throughput.json (or --out).
 """
 

@@ -16,6 +16,10 @@ each other, labelled by --label or the folder name. For the evaluation set --tas
   nearest other query, and the distance between the towers' centroids.
 """
 
+if __name__ == "__main__":  # a program: the host set up before these imports load TensorFlow
+  from samtone_jax import launch as _launch  # pylint: disable=g-import-not-at-top
+  _launch.setup_host()
+
 import argparse
 import json
 import pathlib
@@ -28,9 +32,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 from sklearn.manifold import TSNE  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-import samtone_jax.tasks  # pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
-from samtone_jax import launch, partitioning, retrieval, run_dir  # pylint: disable=g-import-not-at-top,wrong-import-position
-from samtone_jax.tasks import eval_sets  # pylint: disable=g-import-not-at-top,wrong-import-position
+from samtone_jax import eval_sets, launch, partitioning, retrieval, run_dir  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -124,6 +126,7 @@ def draw(results: dict[str, dict], out: pathlib.Path, seed: int) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
+  launch.setup_host()
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--checkpoint", action="append", required=True,
                       help="a training MODEL_DIR or one of its checkpoints/<step>;"

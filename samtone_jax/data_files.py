@@ -1,7 +1,10 @@
 """Reading published data files: line-numbered errors, text normalisation, evaluation sets.
 
-Every reader of tasks/ goes through these helpers, so that a bad file stops with the same
-kind of message everywhere: `DataError: <file>:<line>: <what is wrong>`.
+Every reader (samtone_jax/beir_format.py, pairs_format.py, the sources of tasks/) goes
+through these helpers, so that a bad file stops with the same kind of message everywhere:
+`DataError: <file>:<line>: <what is wrong>`.
+
+- `data_root()`: where downloaded official files are looked for ($SAMTONE_DATA_DIR).
 
 - `iter_lines(path)`: text lines of a plain, gzipped (.gz) file, or of a member of a .zip
   (`archive.zip/inner/path`), decoded as UTF-8, with their 1-based line numbers.
@@ -19,6 +22,7 @@ import dataclasses
 import gzip
 import json
 import logging
+import os
 import pathlib
 import re
 import unicodedata
@@ -30,6 +34,13 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 # for a member marked encrypted, NotImplementedError for an unknown compression method).
 _DAMAGED = (OSError, EOFError, zlib.error, zipfile.BadZipFile, RuntimeError,
             NotImplementedError)
+
+DATA_DIR_VARIABLE = "SAMTONE_DATA_DIR"
+
+
+def data_root() -> pathlib.Path:
+  """$SAMTONE_DATA_DIR, or ~/samtone_data: where downloaded official files are looked for."""
+  return pathlib.Path(os.environ.get(DATA_DIR_VARIABLE, pathlib.Path.home() / "samtone_data"))
 
 
 class DataError(ValueError):

@@ -15,20 +15,23 @@ or length is refused, naming what differs (meta.json records each).
 `retrieval.sharded_top_k` searches them a chunk at a time.
 """
 
+if __name__ == "__main__":  # a program: the host set up before these imports load TensorFlow
+  from samtone_jax import launch as _launch  # pylint: disable=g-import-not-at-top
+  _launch.setup_host()
+
 import pathlib
 from typing import Optional, Sequence
 
 import gin
 
-from samtone_jax import (dual_encoder, embedding_shards, launch, partitioning, retrieval,
-                         run_dir)
-from samtone_jax.tasks import beir, eval_sets
+from samtone_jax import (beir_format, dual_encoder, embedding_shards, eval_sets, launch,
+                         partitioning, retrieval, run_dir)
 
 
 def read_corpus(name: str) -> dict[str, str]:
   """{id: text} of an evaluation set `name`, or of a BEIR corpus.jsonl file."""
   if pathlib.PurePath(name).name.removesuffix(".gz").endswith(".jsonl"):
-    return beir.read_corpus(name)
+    return beir_format.read_corpus(name)
   return eval_sets.get(name).corpus
 
 

@@ -6,7 +6,7 @@ r"""Corpus-level evaluation of a checkpoint: `python -m samtone_jax.evaluate --g
 The model comes from the gin files (a run's own MODEL_DIR/config.gin, or a models/*.gin
 file with its overrides); CHECKPOINT_PATH is a training MODEL_DIR (its latest checkpoint),
 one of its `checkpoints/<step>` folders, or a Hugging Face T5 / sentence-transformers (GTR)
-folder. Each evaluation set of EVAL_TASKS (tasks/eval_sets.py) is ranked in full (top
+folder. Each evaluation set of EVAL_TASKS (eval_sets.py) is ranked in full (top
 EVAL_K) and scored; EVAL_OUTPUT_DIR (default CHECKPOINT_PATH/eval) gets metrics.json
 ({set: {metric: value}}), one TREC run file a set (`<set>.trec`: `qid Q0 docid rank
 score samtone_jax`), and the corpus embeddings of each set (`embeddings/<set>/`, shards as
@@ -21,6 +21,10 @@ EVAL_BASELINES = ['bm25'], each set also gets BM25's row, `<set>_bm25`, scored t
 (samtone_jax/bm25.py).
 """
 
+if __name__ == "__main__":  # a program: the host set up before these imports load TensorFlow
+  from samtone_jax import launch as _launch  # pylint: disable=g-import-not-at-top
+  _launch.setup_host()
+
 import json
 import logging
 import pathlib
@@ -31,7 +35,7 @@ import jax
 
 from samtone_jax import (bm25, dual_encoder, embedding_shards, launch, partitioning,
                          retrieval, run_dir)
-from samtone_jax.tasks import eval_sets as eval_sets_lib
+from samtone_jax import eval_sets as eval_sets_lib
 
 _LOG = logging.getLogger("samtone_jax.evaluate")
 

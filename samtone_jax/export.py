@@ -29,6 +29,10 @@ the name of a control or byte piece (`</s>`, `<pad>`, `<unk>`, `<0x41>`) gets th
 id, where SentencePiece spells the characters out.
 """
 
+if __name__ == "__main__":  # a program: the host set up before these imports load TensorFlow
+  from samtone_jax import launch as _launch  # pylint: disable=g-import-not-at-top
+  _launch.setup_host()
+
 import argparse
 import json
 import logging
@@ -47,7 +51,6 @@ import torch
 import transformers
 from transformers.convert_slow_tokenizer import SpmConverter
 
-import samtone_jax.tasks  # pylint: disable=unused-import
 from samtone_jax import dual_encoder, launch, pretrained, run_dir, t5
 
 _LOG = logging.getLogger("samtone_jax.export")
@@ -240,6 +243,7 @@ def export(checkpoint: str, out: str, gin_flags: Sequence[str] = ()) -> pathlib.
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
   launch.setup_logging()
+  launch.setup_host()
   parser = argparse.ArgumentParser(
       description=__doc__.split("\n")[0],
       epilog="Also --gin_file, --gin.NAME=VALUE and --gin_search_paths, as for training.")

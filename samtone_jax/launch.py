@@ -1,4 +1,9 @@
-r"""What every entry point shares: flags, gin, logging, processes, and a run's model.
+r"""What every entry point shares: the host, flags, gin, logging, processes, and a run's model.
+
+Every `main` first calls `setup_host`: TensorFlow imported quietly with the GPUs hidden from
+it, and every source of `samtone_jax.tasks` registered. A module that is an entry point also
+calls it before its own imports when run as a program (`if __name__ == "__main__"` at its
+top), so that TensorFlow's import, which those imports make, is the quiet one.
 
 `train` and `evaluate` are gin configurables run by `run_configurable`:
 
@@ -17,6 +22,7 @@ that none sets (`check_macros`), naming the macros and the files.
 """
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -26,6 +32,52 @@ import gin
 
 import samtone_jax
 from samtone_jax import xla_flags
+
+
+@contextlib.contextmanager
+def _native_stderr_discarded():
+  """Sends whatever is written to file descriptor 2 to /dev/null meanwhile: native code's
+  log lines, and Python's `sys.stderr` writes too (an exception raised inside still
+  propagates, and is printed after)."""
+  saved = os.dup(2)
+  try:
+    with open(os.devnull, "wb") as devnull:
+      os.dup2(devnull.fileno(), 2)
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+
+
+def _import_tensorflow_for_the_host() -> None:
+  """TensorFlow only feeds the input pipeline, on the host; JAX owns the accelerators.
+
+  Imported with the GPUs hidden from it, so that it reserves none of their memory, and
+  quietly: on a machine without CUDA its import and GPU probing print "Could not find cuda
+  drivers" and a `cuInit` error on every run. Only the native log lines of this import are
+  discarded; TensorFlow logs as usual afterwards. A second call changes nothing.
+  """
+  with _native_stderr_discarded():
+    try:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    except ImportError:  # the model, loss and trainer modules work without it
+      return
+    try:
+      tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # its runtime started already, by a caller that used it first
+      logging.getLogger("samtone_jax").warning(
+          "TensorFlow started before samtone_jax set up the host: it keeps the GPUs it sees,"
+          " and may hold some of their memory.")
+
+
+def setup_host() -> None:
+  """What a program sets up before anything else: TensorFlow on the host only, quietly
+  (`_import_tensorflow_for_the_host`), and every source of tasks/ registered: its SeqIO
+  tasks, evaluation sets and gin configurables, which gin files and EVAL_TASKS name.
+  Every entry point's `main` calls it, and `read_run`; calling it again changes nothing."""
+  _import_tensorflow_for_the_host()
+  # Here, not at the top: the library never imports the sources that register into it.
+  import samtone_jax.tasks  # pylint: disable=g-import-not-at-top,unused-import,redefined-outer-name
 
 
 def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
@@ -144,8 +196,10 @@ def initialize_processes(args: argparse.Namespace) -> None:
 
 
 def run_configurable(function: Callable[..., Any], argv: Optional[Sequence[str]] = None) -> Any:
-  """An entry point's main: logging, flags, processes, gin; then `function` as gin binds it."""
+  """An entry point's main: logging, the host, flags, processes, gin; then `function` as gin
+  binds it."""
   setup_logging()
+  setup_host()
   args = parse_flags(sys.argv[1:] if argv is None else argv)
   xla_flags.set_cpu_defaults()
   initialize_processes(args)
@@ -164,9 +218,13 @@ def read_run(gin_files: Sequence[str], macros: Sequence[str], bindings: Sequence
   """The model (MODEL) and the values of `macros` that gin files (a run's config.gin, then
   any overrides) set; gin's configuration is left empty, as it was found.
 
+  The host is set up first (`setup_host`): a run's config.gin names the configurables of its
+  task's source.
+
   Raises:
     ValueError: a macro that the files do not set, naming the macro and the files.
   """
+  setup_host()
   gin.clear_config()
   values = "{" + ", ".join(f"'{name}': %{name}" for name in macros) + "}"
   parse_gin(gin_files, ["_run_values.model = %MODEL", f"_run_values.macros = {values}",

@@ -11,7 +11,7 @@ r"""Hard negatives for your own pairs: `python -m samtone_jax.mine --gin_file=..
       --gin.MINE_INPUT_FILES="['/data/train.jsonl']" \
       --gin.MINE_OUTPUT_FILE="'/data/train.bm25.jsonl'"
 
-The pairs files are those of the own-data task (tasks/own_data.py: JSONL or TSV). The corpus
+The pairs files are those of the own-data task (pairs_format.py: JSONL or TSV). The corpus
 is every passage of them (positives and any negatives already there) and of the BEIR
 `corpus.jsonl` files of MINE_CORPUS_FILES, counted once per text, or once per id where the
 files give "passage_id" and "negative_ids" (a BEIR document is then its "_id"; likewise a
@@ -47,6 +47,10 @@ ids as given, strings or numbers, with "negative_ids" beside passage ids), for t
 own_pairs_with_negatives, which draws NUM_NEGATIVES of them each epoch.
 """
 
+if __name__ == "__main__":  # a program: the host set up before these imports load TensorFlow
+  from samtone_jax import launch as _launch  # pylint: disable=g-import-not-at-top
+  _launch.setup_host()
+
 import collections.abc
 import dataclasses
 import json
@@ -59,9 +63,8 @@ import gin
 import jax
 import numpy as np
 
-from samtone_jax import (bm25, data_files, dual_encoder, embedding_shards, launch, partitioning,
-                         retrieval, run_dir)
-from samtone_jax.tasks import beir, own_data
+from samtone_jax import (beir_format, bm25, data_files, dual_encoder, embedding_shards, launch,
+                         pairs_format, partitioning, retrieval, run_dir)
 
 _LOG = logging.getLogger("samtone_jax.mine")
 # MINE_MARGIN's positives are read from the shards in runs: rows at most POSITIVE_GAP apart,
@@ -149,7 +152,7 @@ class _Items:
     """The item's index; `item_id` (a string or a number, one item for "7" and 7) as given
     by its first appearance."""
     key = (("text", data_files.normalize_text(text)) if item_id is None
-           else ("id", own_data.id_text(item_id)))
+           else ("id", pairs_format.id_text(item_id)))
     if key not in self._index:
       self._index[key] = len(self.texts)
       self.texts.append(text)
@@ -158,7 +161,7 @@ class _Items:
 
   def with_id(self, item_id: Any) -> Optional[int]:
     """The index of the item of id `item_id`, if any."""
-    return self._index.get(("id", own_data.id_text(item_id)))
+    return self._index.get(("id", pairs_format.id_text(item_id)))
 
 
 def mine(*, input_files: Sequence[str] = gin.REQUIRED, output_file: str = gin.REQUIRED,
@@ -211,10 +214,10 @@ def mine(*, input_files: Sequence[str] = gin.REQUIRED, output_file: str = gin.RE
   pairs, positives, first_ids = [], {}, None
   for path in input_files:
     read = len(pairs)
-    for example in data_files.drop_empty(own_data.read_examples(path), path):
-      ids = {name: example[name] for name in own_data.id_fields(example)}
+    for example in data_files.drop_empty(pairs_format.read_examples(path), path):
+      ids = {name: example[name] for name in pairs_format.id_fields(example)}
       first_ids = list(ids) if first_ids is None else first_ids
-      own_data.check_id_fields(path, list(ids), input_files[0], first_ids)
+      pairs_format.check_id_fields(path, list(ids), input_files[0], first_ids)
       q = queries.add(example["query"], ids.get("query_id"))
       p = corpus.add(example["passage"], ids.get("passage_id"))
       positives.setdefault(q, set()).add(p)
@@ -227,7 +230,7 @@ def mine(*, input_files: Sequence[str] = gin.REQUIRED, output_file: str = gin.RE
                                              " check MINE_INPUT_FILES.")
   by_id = "passage_id" in first_ids  # a BEIR document is its _id then
   for path in corpus_files:
-    for doc_id, text in beir.read_corpus(path).items():
+    for doc_id, text in beir_format.read_corpus(path).items():
       corpus.add(text, doc_id if by_id else None)
   _LOG.info("Mining %d pairs (%d queries) against %d documents with %s.", len(pairs),
             len(queries.texts), len(corpus.texts), method)

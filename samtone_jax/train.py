@@ -15,6 +15,10 @@ and metrics.json. The loop reads each step's metrics while the next step runs, s
 waits for the device only at log, checkpoint and evaluation steps.
 """
 
+if __name__ == "__main__":  # a program: the host set up before these imports load TensorFlow
+  from samtone_jax import launch as _launch  # pylint: disable=g-import-not-at-top
+  _launch.setup_host()
+
 import dataclasses
 import json
 import logging
@@ -37,7 +41,7 @@ import tensorflow as tf
 
 from samtone_jax import dual_encoder, embedding_shards, inputs, launch, losses, optimizers
 from samtone_jax import partitioning, pretrained, retrieval, run_dir, trainer
-from samtone_jax.tasks import eval_sets as eval_sets_lib
+from samtone_jax import eval_sets as eval_sets_lib
 
 _LOG = logging.getLogger("samtone_jax.train")
 # Evaluation sets with more documents are embedded into shards under MODEL_DIR and searched a
@@ -87,7 +91,7 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
     eval_period, eval_split, eval_batches: in-batch metrics on `eval_batches` batches of
       `eval_split` every N steps and at the end (None: no evaluation).
     eval_tasks, eval_k: corpus-level retrieval (P@1, MRR, MRR@10, Recall@k, nDCG@k) on these
-      evaluation sets (tasks/eval_sets.py; EVAL_TASKS), each query against its whole corpus
+      evaluation sets (eval_sets.py; EVAL_TASKS), each query against its whole corpus
       (top eval_k), at the same times.
     initial_checkpoint_path: Hugging Face T5 or sentence-transformers folder to start from
       when MODEL_DIR has no checkpoint (INITIAL_CHECKPOINT_PATH).

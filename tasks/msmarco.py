@@ -27,8 +27,8 @@ from typing import Any, Callable, Iterator, Optional
 
 import tensorflow_datasets as tfds
 
-from samtone_jax import data_files
-from samtone_jax.tasks import eval_sets, pairs, vocabularies
+from samtone_jax import data_files, eval_sets
+from samtone_jax.tasks import pairs, vocabularies
 
 DataError = data_files.DataError
 
@@ -251,4 +251,4 @@ pairs.register_pairs_task("msmarco_passage_triples", "msmarco_passage/triples:1.
                           vocabularies.t5_vocabulary(), negatives=True)
 for _split in EVAL_SPLITS:
   eval_sets.register(f"msmarco_passage_{_split.replace('.', '_')}",
-                     lambda split=_split: eval_set(pairs.data_root() / "msmarco", split))
+                     lambda split=_split: eval_set(data_files.data_root() / "msmarco", split))

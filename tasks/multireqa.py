@@ -28,9 +28,9 @@ from typing import Any, Iterator
 import seqio
 import tensorflow_datasets as tfds
 
-from samtone_jax import data_files
+from samtone_jax import data_files, eval_sets
 from samtone_jax.data_files import DataError, RetrievalSet
-from samtone_jax.tasks import eval_sets, pairs, vocabularies
+from samtone_jax.tasks import pairs, vocabularies
 
 # The five subsets with training data (MultiReQA `train/` and `dev/`), and the three that
 # are evaluation only (MultiReQA `test/`).
@@ -345,6 +345,6 @@ for _subset in SUBSETS["train_eval"] + SUBSETS["eval_only"]:
   eval_sets.register(
       f"multireqa_{_subset.lower()}",
       lambda subset=_subset: build(
-          *paths(pairs.data_root(), subset,
+          *paths(data_files.data_root(), subset,
                  "test" if subset in SUBSETS["eval_only"] else "dev"),
           name=f"multireqa/{subset}")[1])

@@ -9,7 +9,6 @@ The official files are read from TFDS's manual folder: `--manual_dir` of `tfds b
 by default `$SAMTONE_DATA_DIR/<builder's MANUAL_SUBDIR>`.
 """
 
-import os
 import pathlib
 from typing import Any, Iterator, Mapping, Optional
 
@@ -20,14 +19,6 @@ import tensorflow_datasets as tfds
 
 from samtone_jax import data_files
 from samtone_jax.tasks import preprocessors
-
-DATA_DIR_VARIABLE = "SAMTONE_DATA_DIR"
-
-
-def data_root() -> pathlib.Path:
-  """$SAMTONE_DATA_DIR, or ~/samtone_data: where downloaded official files are looked for."""
-  return pathlib.Path(os.environ.get(DATA_DIR_VARIABLE, pathlib.Path.home() / "samtone_data"))
-
 
 class PairsConfig(tfds.core.BuilderConfig):
   """A builder config; `negatives`: whether its pairs carry hard negatives."""
@@ -74,7 +65,7 @@ class PairsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       manual = pathlib.Path(dl_manager.manual_dir)
     except AssertionError:  # TFDS asserts when no manual folder is configured.
       manual = None
-    return manual if manual and manual.exists() else data_root() / self.MANUAL_SUBDIR
+    return manual if manual and manual.exists() else data_files.data_root() / self.MANUAL_SUBDIR
 
   def _split_generators(self, dl_manager):
     manual_dir = self._manual_dir(dl_manager)

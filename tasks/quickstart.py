@@ -44,8 +44,8 @@ from typing import Iterator, Optional
 
 import tensorflow_datasets as tfds
 
-from samtone_jax import data_files
-from samtone_jax.tasks import eval_sets, pairs, vocabularies
+from samtone_jax import data_files, eval_sets
+from samtone_jax.tasks import pairs, vocabularies
 
 PYTHON_VERSION = platform.python_version()
 SPLITS = ("train", "validation", "test")

@@ -1,5 +1,5 @@
-"""Test set-up: 8 simulated CPU devices, so that sharding tests run on any machine, and the
-real published data of ../shared/data where it exists.
+"""Test set-up: 8 simulated CPU devices, so that sharding tests run on any machine, the host
+set up as the entry points do, and the real published data of ../shared/data where it exists.
 
 XLA reads the device-count flag once, when JAX first starts a backend, so it is set here,
 before any test module imports jax.
@@ -14,6 +14,11 @@ if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "
   os.environ["XLA_FLAGS"] = (
       os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# The tests use the library as the entry points do: TensorFlow on the host only, and every
+# source of tasks/ registered (its tasks, evaluation sets and gin configurables).
+from samtone_jax import launch  # pylint: disable=g-import-not-at-top,wrong-import-position
+launch.setup_host()
 
 # Real published files (../shared/data beside the checkout): present on the project's
 # machines and in CI, absent from a user's clone, where the tests that read them skip.
@@ -34,7 +39,6 @@ def subprocess_env(tmp_path_factory) -> dict[str, str]:
   set, built once (a run on several processes needs its data prepared beforehand), and one
   JAX compilation cache for all (a restarted run compiles nothing again)."""
   import seqio  # pylint: disable=g-import-not-at-top
-  import samtone_jax.tasks  # pylint: disable=g-import-not-at-top,unused-import
   from samtone_jax import inputs  # pylint: disable=g-import-not-at-top
   tfds_dir = tmp_path_factory.mktemp("quickstart_tfds")
   seqio.set_tfds_data_dir_override(str(tfds_dir))

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from samtone_jax import bm25
+from samtone_jax import beir_format, bm25
 
 LUCENE_STOP_WORDS = ("a an and are as at be but by for if in into is it no not of on or such"
                      " that the their then there these they this to was will with")
@@ -83,8 +83,7 @@ def test_scores_are_lucenes_bm25_of_the_analysed_tokens(query):
 def test_nfcorpus_is_beirs_published_bm25_row(shared_data):
   """BEIR's published BM25 nDCG@10 on NFCorpus (test) is 0.325 (Lucene, through
   Elasticsearch); Anserini's, with one field as here, 0.322."""
-  from samtone_jax.tasks import beir  # pylint: disable=g-import-not-at-top
-  eval_set = beir.eval_set(shared_data / "beir" / "nfcorpus.zip" / "nfcorpus")
+  eval_set = beir_format.eval_set(shared_data / "beir" / "nfcorpus.zip" / "nfcorpus")
   found, _ = bm25.evaluate(eval_set)
   assert found["nDCG@10"] == pytest.approx(0.325, abs=0.01)
 

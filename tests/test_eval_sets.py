@@ -1,8 +1,12 @@
 """Names of evaluation sets in results: distinct within a run, today's where they do not clash."""
 
+import pathlib
+import subprocess
+import sys
+
 import pytest
 
-from samtone_jax.tasks import eval_sets
+from samtone_jax import eval_sets
 
 
 def test_sets_that_do_not_clash_keep_their_names():
@@ -29,3 +33,13 @@ def test_a_clash_that_parents_cannot_resolve_is_refused_naming_both():
   with pytest.raises(ValueError, match=r"'beir:/data/my eval' and 'beir:/data/my_eval' would"
                                        r" both be reported as 'beir_my_eval'"):
     eval_sets.short_names(["beir:/data/my eval", "beir:/data/my_eval"])
+
+
+def test_the_registry_imports_no_source():
+  """The registry (and BEIR folders by path) come without tasks/: sources register into it."""
+  done = subprocess.run(
+      [sys.executable, "-c", "import sys; import samtone_jax.eval_sets;"
+       " assert 'samtone_jax.tasks' not in sys.modules, 'samtone_jax.tasks imported'"],
+      cwd=pathlib.Path(__file__).resolve().parents[1], capture_output=True, text=True,
+      timeout=300, check=False)
+  assert done.returncode == 0, done.stderr[-3000:]

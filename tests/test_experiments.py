@@ -14,8 +14,8 @@ import jax
 import pytest
 
 import samtone_jax
-from samtone_jax import launch, optimizers, partitioning, train, trainer  # pylint: disable=unused-import
-from samtone_jax.tasks import eval_sets, msmarco, multireqa
+from samtone_jax import eval_sets, launch, optimizers, partitioning, train, trainer  # pylint: disable=unused-import
+from samtone_jax.tasks import msmarco, multireqa
 
 PAPER_DIR = samtone_jax.GIN_CONFIGS_DIR / "experiments" / "paper"
 TASKS = {"msmarco": "msmarco_passage", "squad": "multireqa_squad",

@@ -1,11 +1,11 @@
-"""Fuzzed data files: every reader of tasks/, fed random mutations of valid files in the
-published formats (truncation, bad bytes, wrong column counts, JSON type changes, huge lines,
-corrupt gzip and zip archives), returns its documented result or raises the documented
-DataError naming the file (the quickstart's Python reader: the errors that skip a file);
-never another exception, a hang (hypothesis's deadline), or a partially written prepared
-dataset.
+"""Fuzzed data files: every reader of tasks/ and of beir_format.py, fed random mutations of
+valid files in the published formats (truncation, bad bytes, wrong column counts, JSON type
+changes, huge lines, corrupt gzip and zip archives), returns its documented result or raises
+the documented DataError naming the file (the quickstart's Python reader: the errors that
+skip a file); never another exception, a hang (hypothesis's deadline), or a partially
+written prepared dataset.
 
-The valid files are the reader tests' fixtures (tests/test_msmarco.py, test_beir.py,
+The valid files are the reader tests' fixtures (tests/test_msmarco.py, test_beir_format.py,
 test_multireqa.py).
 """
 
@@ -22,9 +22,10 @@ from hypothesis import strategies as st
 import pytest
 import tensorflow_datasets as tfds
 
+from samtone_jax import beir_format
 from samtone_jax.data_files import DataError
-from samtone_jax.tasks import beir, msmarco, multireqa, quickstart
-from tests import test_beir, test_msmarco, test_multireqa
+from samtone_jax.tasks import msmarco, multireqa, quickstart
+from tests import test_beir_format, test_msmarco, test_multireqa
 
 FUZZ = hypothesis.settings(max_examples=300, deadline=datetime.timedelta(seconds=20),
                            suppress_health_check=[hypothesis.HealthCheck.too_slow,
@@ -138,8 +139,8 @@ def _msmarco(folder):
 
 
 def _beir(folder):
-  beir.eval_set(folder, "test")
-  list(beir.iter_training_examples(folder, "train"))
+  beir_format.eval_set(folder, "test")
+  list(beir_format.iter_training_examples(folder, "train"))
 
 
 def _multireqa(folder):
@@ -156,7 +157,7 @@ MULTIREQA_FILES = {"SQuAD.jsonl.gz": _gz_lines(test_multireqa.MRQA_RECORDS),
 
 @pytest.mark.parametrize("files, read", [
     (test_msmarco.FILES, _msmarco),
-    (test_beir.FILES, _beir),
+    (test_beir_format.FILES, _beir),
     (MULTIREQA_FILES, _multireqa),
 ], ids=["msmarco", "beir", "multireqa"])
 def test_mutated_files_give_data_errors(files, read):
@@ -182,8 +183,8 @@ def _zipped(files: dict) -> bytes:
 
 @FUZZ
 @hypothesis.given(st.one_of(
-    st.builds(_zipped, mutated_files(test_beir.FILES)),  # a mutated member
-    mutated(_zipped(test_beir.FILES))))  # a damaged archive
+    st.builds(_zipped, mutated_files(test_beir_format.FILES)),  # a mutated member
+    mutated(_zipped(test_beir_format.FILES))))  # a damaged archive
 def test_mutated_zip_gives_data_errors(archive):
   with tempfile.TemporaryDirectory() as folder:
     path = pathlib.Path(folder) / "myset.zip"

@@ -1,10 +1,14 @@
-"""The entry points' shared start: a required gin macro that no file sets stops every command
-at start-up, naming the macro and the gin files, before anything is written; a run's own
-config.gin gives evaluate its EVAL_TASKS."""
+"""The entry points' shared start: TensorFlow kept to the host, quietly, and every source
+registered; a required gin macro that no file sets stops every command at start-up, naming
+the macro and the gin files, before anything is written; a run's own config.gin gives
+evaluate its EVAL_TASKS."""
 
 import json
 import os
+import pathlib
 import re
+import subprocess
+import sys
 
 import gin
 import pytest
@@ -29,6 +33,37 @@ def _fresh_gin(monkeypatch):
   gin.clear_config()
   yield
   gin.clear_config()
+
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ENTRY_POINTS = ("train", "evaluate", "encode", "mine", "analysis", "export", "prepare_data")
+
+
+def test_setup_host_registers_every_source_and_hides_the_gpus_from_tensorflow():
+  done = subprocess.run(
+      [sys.executable, "-c",
+       "from samtone_jax import eval_sets, launch\n"
+       "assert not eval_sets.names(), eval_sets.names()\n"
+       "launch.setup_host()\n"
+       "assert {'stdlib_code_search_test', 'multireqa_squad', 'beir_nfcorpus'}"
+       " <= set(eval_sets.names()), eval_sets.names()\n"
+       "import tensorflow as tf\n"
+       "assert not tf.config.get_visible_devices('GPU')"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("module", ENTRY_POINTS)
+def test_an_entry_point_starts_quietly(module):
+  """`python -m samtone_jax.<module>` sets TensorFlow up before its imports load it: nothing
+  about CUDA from TensorFlow's import and GPU probing on a machine without one."""
+  done = subprocess.run([sys.executable, "-m", f"samtone_jax.{module}", "--help"], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300, check=False)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "usage:" in done.stdout
+  noisy = [line for line in (done.stdout + done.stderr).splitlines()
+           if re.search(r"cuda|cuInit", line, re.IGNORECASE)]
+  assert not noisy, noisy
 
 
 def _write_run(path, model=True, **macros):

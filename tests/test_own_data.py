@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 import seqio
 
-import samtone_jax.tasks  # pylint: disable=unused-import
-from samtone_jax import bm25, data_files, inputs, partitioning
-from samtone_jax.tasks import eval_sets, own_data, preprocessors, vocabularies
+from samtone_jax import bm25, data_files, eval_sets, inputs, pairs_format, partitioning
+from samtone_jax.tasks import own_data, preprocessors, vocabularies
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORDS = ["parse", "date", "read", "file", "sort", "list", "join", "path", "split", "text",
@@ -66,11 +65,11 @@ def bound():
 
 
 def test_the_examples_of_both_formats(folder, bound):
-  examples = list(own_data.read_examples(str(folder / "train.jsonl")))
+  examples = list(pairs_format.read_examples(str(folder / "train.jsonl")))
   assert len(examples) == 64
   assert (examples[0]["query"], examples[0]["passage"]) == _pair(0)
   assert examples[1]["negatives"] == [_pair(2)[1], _pair(3)[1]]
-  tsv = list(own_data.read_examples(str(folder / "dev.tsv")))
+  tsv = list(pairs_format.read_examples(str(folder / "dev.tsv")))
   assert [(e["query"], e["passage"]) for e in tsv] == [_tsv_pair(i) for i in range(64, 96)]
 
   bound(train=[str(folder / "train.jsonl")], validation=[str(folder / "dev.tsv")],
@@ -176,38 +175,6 @@ def test_short_pools_are_dropped_by_default(tmp_path, bound, caplog):
   assert "dropped 2 examples with fewer than NUM_NEGATIVES=2" in caplog.text
   with pytest.raises(ValueError, match="SHORT_POOLS"):
     own_data.pairs_files(short_pools="repeat")
-
-
-@pytest.mark.parametrize("text, message", [
-    ('{"query": "a", "passage": "b"}\n{"query": "a"', r"train.jsonl:2: not valid JSON"),
-    ('{"query": "a"}', r"train.jsonl:1: missing field 'passage' \(or 'positive'\)"),
-    ('{"query": 3, "passage": "b"}', r"train.jsonl:1: field 'query' must be str, got int"),
-    ('{"query": "a", "passage": "b", "negatives": "c"}',
-     r"train.jsonl:1: field 'negatives' must be list"),
-    ('{"query": "a", "passage": "b", "negatives": [1]}',
-     r"train.jsonl:1: field 'negatives' must be a list of strings"),
-    ('{"query": "a", "passage": "b", "query_id": 1.5}',
-     r"train.jsonl:1: field 'query_id' must be a string or an int, got 1.5"),
-    ('{"query": "a", "passage": "b", "passage_id": "p", "negatives": ["c"]}',
-     r"train.jsonl:1: 'passage_id' and 'negative_ids' go together"),
-    ('{"query": "a", "passage": "b", "passage_id": "p", "negatives": ["c"],'
-     ' "negative_ids": ["x", "y"]}', r"train.jsonl:1: field 'negative_ids' has 2 ids for 1"),
-    ('{"query": "a", "passage": "b", "query_id": 1}\n{"query": "c", "passage": "d"}',
-     r"train.jsonl:2: id fields \[\] where the first line has \['query_id'\]"),
-])
-def test_bad_lines_name_the_file_and_line(tmp_path, text, message):
-  path = tmp_path / "train.jsonl"
-  path.write_text(text)
-  with pytest.raises(data_files.DataError, match=message):
-    list(own_data.read_examples(str(path)))
-
-
-def test_a_tsv_line_of_another_width_and_an_unknown_suffix(tmp_path):
-  (tmp_path / "a.tsv").write_text("q\tp\tn\nq\tp\n")
-  with pytest.raises(data_files.DataError, match=r"a.tsv:2: expected 3 tab-separated fields"):
-    list(own_data.read_examples(str(tmp_path / "a.tsv")))
-  with pytest.raises(data_files.DataError, match=r"expected a .jsonl or .tsv file"):
-    list(own_data.read_examples(str(tmp_path / "a.csv")))
 
 
 def test_negatives_need_their_task_and_training_files_are_required(folder, bound):

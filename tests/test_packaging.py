@@ -2,6 +2,8 @@
 
 import pathlib
 import re
+import subprocess
+import sys
 
 import gin
 import jax.numpy as jnp
@@ -29,6 +31,33 @@ def test_ci_runs_the_readme_commands():
 
 def test_tasks_package_is_installed():
   import samtone_jax.tasks  # pylint: disable=g-import-not-at-top,unused-import
+
+
+def _fresh_python(code: str) -> subprocess.CompletedProcess:
+  """`code` run by a new interpreter in the checkout (nothing imported before it)."""
+  return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                        timeout=300, check=False)
+
+
+def test_importing_the_library_leaves_tensorflow_and_stderr_alone():
+  """The model and loss import no TensorFlow and print nothing: entry points set TensorFlow
+  up (launch.setup_host), not the package."""
+  done = _fresh_python("import sys; import samtone_jax.losses, samtone_jax.dual_encoder;"
+                       " assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert done.stderr == ""
+
+
+def test_no_library_module_imports_the_tasks():
+  """Every module of samtone_jax/ imports without the user-extensible tasks/: the library
+  never depends on the sources that register into it."""
+  done = _fresh_python(
+      "import importlib, pkgutil, sys; import samtone_jax\n"
+      "for module in pkgutil.iter_modules(samtone_jax.__path__):\n"
+      "  importlib.import_module(f'samtone_jax.{module.name}')\n"
+      "  tasks = sorted(m for m in sys.modules if m.startswith('samtone_jax.tasks'))\n"
+      "  assert not tasks, f'samtone_jax.{module.name} imports {tasks}'")
+  assert done.returncode == 0, done.stderr[-3000:]
 
 
 @gin.configurable

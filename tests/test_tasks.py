@@ -8,8 +8,8 @@ import pytest
 import seqio
 import tensorflow_datasets as tfds
 
-from samtone_jax import feature_converter, inputs
-from samtone_jax.tasks import beir, eval_sets, multireqa, pairs, quickstart, vocabularies
+from samtone_jax import data_files, eval_sets, feature_converter, inputs
+from samtone_jax.tasks import beir, multireqa, pairs, quickstart, vocabularies
 from tests import test_msmarco, test_multireqa
 
 VOCAB = vocabularies.quickstart_vocabulary()  # T5's special ids; exact round trips
@@ -18,7 +18,7 @@ LENGTHS = {"queries": 64, "passages": 512}
 
 @pytest.fixture
 def tfds_dir(tmp_path, monkeypatch):
-  monkeypatch.setenv(pairs.DATA_DIR_VARIABLE, str(tmp_path / "downloads"))
+  monkeypatch.setenv(data_files.DATA_DIR_VARIABLE, str(tmp_path / "downloads"))
   seqio.set_tfds_data_dir_override(str(tmp_path / "tfds"))
   yield str(tmp_path / "tfds")
   seqio.set_tfds_data_dir_override(None)
@@ -109,7 +109,7 @@ def test_mixture_of_multireqa_training_sets():
 def test_real_evaluation_sets(shared_data, monkeypatch):
   """The sets of ../shared/data by their registered names: BEIR NFCorpus (from its zip),
   MultiReQA SQuAD and BioASQ (from MRQA + MultiReQA files)."""
-  monkeypatch.setenv(pairs.DATA_DIR_VARIABLE, str(shared_data))
+  monkeypatch.setenv(data_files.DATA_DIR_VARIABLE, str(shared_data))
   nfcorpus = eval_sets.get("beir_nfcorpus")
   assert (len(nfcorpus.corpus), len(nfcorpus.queries)) == (3633, 323)
   squad = eval_sets.get("multireqa_squad")

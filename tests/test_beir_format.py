@@ -1,4 +1,4 @@
-"""The BEIR readers, on small fixtures in BEIR's format and on the real NFCorpus zip."""
+"""BEIR folders read, on small fixtures in BEIR's format and on the real NFCorpus zip."""
 
 import json
 import logging
@@ -6,8 +6,8 @@ import zipfile
 
 import pytest
 
+from samtone_jax import beir_format
 from samtone_jax.data_files import DataError
-from samtone_jax.tasks import beir
 from tests import data_errors
 
 
@@ -58,35 +58,35 @@ def folder(tmp_path):
 
 
 def test_read_corpus_joins_title_and_text(folder):
-  assert beir.read_corpus(folder / "corpus.jsonl") == {
+  assert beir_format.read_corpus(folder / "corpus.jsonl") == {
       "0012": "Fish oil and the heart.", "12": "Vitamin D Sunlight makes it.",
       "MED-ü": "Café au lait ☕", "e": ""}
 
 
 def test_read_corpus_without_title_as_beir_loader(tmp_path):
   path = _write(tmp_path / "corpus.jsonl", _jsonl({"_id": "1", "text": "no title"}))
-  assert beir.read_corpus(path) == {"1": "no title"}
+  assert beir_format.read_corpus(path) == {"1": "no title"}
 
 
 def test_read_queries(folder):
-  assert beir.read_queries(folder / "queries.jsonl") == {
+  assert beir_format.read_queries(folder / "queries.jsonl") == {
       "0012": "fish oil", "7": "vitamin D sources", "8": "unjudged query", "9": "coffee ☕"}
 
 
 def test_read_qrels_crlf_header_string_ids(folder):
   assert (folder / "qrels/test.tsv").read_bytes().startswith(
       b"query-id\tcorpus-id\tscore\r\n7\t12\t2\r\n")
-  assert beir.read_qrels(folder / "qrels/test.tsv") == {
+  assert beir_format.read_qrels(folder / "qrels/test.tsv") == {
       "7": {"12": 2, "0012": 0}, "9": {"MED-ü": 1}}
 
 
 def test_eval_set_judged_queries_whole_corpus(folder):
-  test = beir.eval_set(folder)
+  test = beir_format.eval_set(folder)
   assert test.name == "myset/test"
   assert test.queries == {"7": "vitamin D sources", "9": "coffee ☕"}
-  assert test.corpus == beir.read_corpus(folder / "corpus.jsonl")
-  assert test.qrels == beir.read_qrels(folder / "qrels/test.tsv")
-  assert beir.eval_set(folder, split="train", name="x").name == "x"
+  assert test.corpus == beir_format.read_corpus(folder / "corpus.jsonl")
+  assert test.qrels == beir_format.read_qrels(folder / "qrels/test.tsv")
+  assert beir_format.eval_set(folder, split="train", name="x").name == "x"
 
 
 def test_eval_set_from_the_zip(folder, tmp_path):
@@ -94,12 +94,12 @@ def test_eval_set_from_the_zip(folder, tmp_path):
   with zipfile.ZipFile(archive, "w") as zf:
     for name in FILES:
       zf.write(folder / name, f"myset/{name}")
-  assert beir.eval_set(f"{archive}/myset") == beir.eval_set(folder)
+  assert beir_format.eval_set(f"{archive}/myset") == beir_format.eval_set(folder)
 
 
 def test_training_pairs_score_above_zero_in_order(folder, caplog):
   with caplog.at_level(logging.WARNING):
-    pairs = list(beir.iter_training_examples(folder))
+    pairs = list(beir_format.iter_training_examples(folder))
   assert pairs == [
       {"query": "coffee ☕", "passage": "Café au lait ☕", "query_id": "9",
        "passage_id": "MED-ü"},
@@ -123,14 +123,14 @@ def test_training_pairs_score_above_zero_in_order(folder, caplog):
 ])
 def test_bad_corpus(tmp_path, content, line, message):
   path = _write(tmp_path / "corpus.jsonl", content)
-  error = data_errors.raised(beir.read_corpus, path)
+  error = data_errors.raised(beir_format.read_corpus, path)
   assert (error.path, error.line) == (str(path), line)
   assert message in str(error) and str(error).startswith(f"{path}:{line}: ")
 
 
 def test_bad_queries(tmp_path):
   path = _write(tmp_path / "queries.jsonl", '{"_id": "1", "text": "a"}\n{"_id": "2"}\n')
-  error = data_errors.raised(beir.read_queries, path)
+  error = data_errors.raised(beir_format.read_queries, path)
   assert (error.path, error.line) == (str(path), 2) and "missing field 'text'" in str(error)
 
 
@@ -142,7 +142,7 @@ def test_bad_queries(tmp_path):
 ])
 def test_bad_qrels(tmp_path, content, line, message):
   path = _write(tmp_path / "test.tsv", content)
-  error = data_errors.raised(beir.read_qrels, path)
+  error = data_errors.raised(beir_format.read_qrels, path)
   assert (error.path, error.line) == (str(path), line)
   assert message in str(error)
 
@@ -153,36 +153,36 @@ def test_bad_qrels(tmp_path, content, line, message):
 ])
 def test_training_unknown_id(folder, row, message):
   path = _write(folder / "qrels/train.tsv", _qrels(("7", "12", 1), row))
-  error = data_errors.raised(beir.iter_training_examples, folder)
+  error = data_errors.raised(beir_format.iter_training_examples, folder)
   assert (error.path, error.line) == (str(path), 3) and message in str(error)
 
 
 def test_eval_set_unknown_document(folder):
   _write(folder / "qrels/test.tsv", _qrels(("7", "12", 1), ("7", "13", 1)))
   with pytest.raises(DataError, match=r"1 unknown document ids \(e.g. \['13'\]\)"):
-    beir.eval_set(folder)
+    beir_format.eval_set(folder)
 
 
 def test_missing_files(folder):
   with pytest.raises(DataError, match=r"dev\.tsv: file not found"):
-    beir.eval_set(folder, split="dev")
+    beir_format.eval_set(folder, split="dev")
   archive = folder.parent / "myset.zip"
   with zipfile.ZipFile(archive, "w") as zf:
     zf.write(folder / "queries.jsonl", "myset/queries.jsonl")
   with pytest.raises(DataError, match=r"no member 'myset/qrels/test.tsv'"):
-    beir.eval_set(archive / "myset")
+    beir_format.eval_set(archive / "myset")
 
 
 def test_nfcorpus_test_split_from_the_zip(shared_data):
   """The published figures of NFCorpus (BEIR's paper, table 1): 3,633 documents, 323 test
   queries; its 12,334 test judgments all name known queries and documents."""
   folder = shared_data / "beir" / "nfcorpus.zip" / "nfcorpus"
-  test = beir.eval_set(folder)
+  test = beir_format.eval_set(folder)
   assert test.name == "nfcorpus/test"
   assert (len(test.corpus), len(test.queries), len(test.qrels)) == (3633, 323, 323)
   assert sum(len(judged) for judged in test.qrels.values()) == 12334
   assert {score for judged in test.qrels.values() for score in judged.values()} == {1, 2}
   assert test.corpus["MED-10"].startswith(
       "Statin Use and Breast Cancer Survival: A Nationwide Cohort Study from Finland Recent")
-  pairs = beir.iter_training_examples(folder)
+  pairs = beir_format.iter_training_examples(folder)
   assert next(pairs)["query_id"] == "PLAIN-3"

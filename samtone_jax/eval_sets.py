@@ -1,9 +1,10 @@
-"""Retrieval evaluation sets by name: queries, corpus and qrels, read by the readers.
+"""Retrieval evaluation sets by name: the registry that sources fill and evaluation reads.
 
-Each source module registers its sets (e.g. "multireqa_squad", "beir_nfcorpus"), reading
-from $SAMTONE_DATA_DIR when asked; `get("name")` builds one. Evaluation (EVAL_TASKS) names
-sets from here. A name `beir:<path>` is a folder (or zip) in BEIR's format, anywhere, split
-"test"; `beir:<path>#<split>` another split: nothing to register.
+Each source of tasks/ registers its sets (e.g. "multireqa_squad", "beir_nfcorpus"), reading
+from $SAMTONE_DATA_DIR when asked; `get("name")` builds one, a `data_files.RetrievalSet`.
+Evaluation (EVAL_TASKS) names sets from here. A name `beir:<path>` is a folder (or zip) in
+BEIR's format, anywhere, split "test"; `beir:<path>#<split>` another split: nothing to
+register (samtone_jax/beir_format.py reads it).
 """
 
 import collections
@@ -11,7 +12,7 @@ import os
 import re
 from typing import Callable, Sequence
 
-from samtone_jax import data_files
+from samtone_jax import beir_format, data_files
 
 _EVAL_SETS: dict[str, Callable[[], data_files.RetrievalSet]] = {}
 
@@ -32,9 +33,8 @@ def get(name: str) -> data_files.RetrievalSet:
     KeyError: for a name nobody registered, listing the registered ones.
   """
   if name.startswith("beir:"):
-    from samtone_jax.tasks import beir  # pylint: disable=g-import-not-at-top  # (a cycle)
     path, split = _beir_path_and_split(name)
-    return beir.eval_set(path, split or "test")
+    return beir_format.eval_set(path, split or "test")
   if name not in _EVAL_SETS:
     raise KeyError(f"no evaluation set {name!r}; registered: {names()}.")
   return _EVAL_SETS[name]()
