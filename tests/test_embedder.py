@@ -9,6 +9,7 @@ from flax import linen as nn
 
 from samtone_jax import embedder as embedder_lib
 from samtone_jax import partitioning
+from tests import hf_fixtures
 
 TEXTS = ["apple banana", "cherry", "a text longer than the sixteen bytes of a passage",
          "", "date elder fig", "grape"]
@@ -78,3 +79,29 @@ def test_a_vocabulary_or_a_task_is_needed():
   assert embedder_lib.resolve_vocabulary(vocabulary, None) is vocabulary
   with pytest.raises(ValueError, match="set VOCABULARY or MIXTURE_OR_TASK_NAME"):
     embedder_lib.resolve_vocabulary(None, None)
+
+
+class _Words:
+  """The word-level vocabulary of `hf_fixtures.save_word_tokenizer`, as `retrieval.tokenize`
+  reads a vocabulary: `encode(text)` and `eos_id`."""
+  eos_id = 1
+
+  def encode(self, text):
+    return [hf_fixtures.WORDS.index(w) if w in hf_fixtures.WORDS else 2 for w in text.split()]
+
+
+def test_a_sentence_transformers_folder_embeds_as_sentence_transformers(tmp_path):
+  """A pretrained GTR-style folder (no step): the embeddings sentence-transformers gives."""
+  import sentence_transformers  # pylint: disable=g-import-not-at-top
+  from samtone_jax import dual_encoder, pretrained  # pylint: disable=g-import-not-at-top
+  hf_fixtures.save_gtr(tmp_path / "gtr")
+  texts = ["w1 w2 w3 w4", "w5 never-seen w6", "w7"]
+  want = sentence_transformers.SentenceTransformer(str(tmp_path / "gtr"),
+                                                   device="cpu").encode(texts)
+  config = pretrained.load_initial_checkpoint(tmp_path / "gtr")[0]
+  model = dual_encoder.DualEncoder(config, "sde", want.shape[1])
+  embedder = embedder_lib.Embedder.from_checkpoint(
+      model, tmp_path / "gtr", {"queries": 8, "passages": 8}, vocabulary=_Words())
+  np.testing.assert_allclose(embedder.queries(texts), want, atol=1e-4)
+  np.testing.assert_allclose(embedder.passages(texts), want, atol=1e-4)
+  assert embedder.step is None and embedder.source["checkpoint"] == str(tmp_path / "gtr")
