@@ -73,12 +73,12 @@ def run_one(size: int) -> dict:
   import resource  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from samtone_jax import embedding_shards, partitioning, retrieval, run_dir  # pylint: disable=g-import-not-at-top
+  from samtone_jax import embedder, embedding_shards, partitioning, retrieval  # pylint: disable=g-import-not-at-top
   from samtone_jax.tasks import vocabularies  # pylint: disable=g-import-not-at-top
   model, params = quickstart_model()
   vocabulary = vocabularies.quickstart_vocabulary()
   mesh = partitioning.create_mesh()
-  encode_queries, encode_passages = run_dir.encoders(model)
+  encode_queries, encode_passages = embedder.encoders(model)
   corpus = SyntheticCorpus(size)
   with tempfile.TemporaryDirectory() as directory:
     start = time.perf_counter()
@@ -104,14 +104,14 @@ def build_jax_encode(size: str, batch: int, length: int, passages: int):
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import train_throughput  # pylint: disable=g-import-not-at-top
-  from samtone_jax import embedding_shards, partitioning, retrieval, run_dir  # pylint: disable=g-import-not-at-top
+  from samtone_jax import embedder, embedding_shards, partitioning, retrieval  # pylint: disable=g-import-not-at-top
   from samtone_jax.tasks import vocabularies  # pylint: disable=g-import-not-at-top
   info = train_throughput.jax_info("float32")
   model = train_throughput.jax_model(size, "float32")
   ids = jax.numpy.zeros((1, length), jax.numpy.int32)
   params = nn.unbox(model.init(jax.random.key(0), ids, ids))["params"]
   info["params"] = train_throughput.jax_non_embedding_params(params)
-  mesh, embed = partitioning.create_mesh(), run_dir.encoders(model)[1]
+  mesh, embed = partitioning.create_mesh(), embedder.encoders(model)[1]
   vocabulary, corpus = vocabularies.quickstart_vocabulary(), SyntheticCorpus(passages, length)
 
   def run():
@@ -226,7 +226,7 @@ def memory_analyses() -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
-  from samtone_jax import launch, partitioning, retrieval, run_dir  # pylint: disable=g-import-not-at-top
+  from samtone_jax import embedder, launch, partitioning, retrieval  # pylint: disable=g-import-not-at-top
 
   def analysis(compiled) -> dict:
     memory = compiled.memory_analysis()
@@ -256,7 +256,7 @@ def memory_analyses() -> dict:
   params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                         jax.tree.map(lambda b: b.value, boxed,
                                      is_leaf=lambda b: hasattr(b, "value")), shardings)
-  encode_passages = run_dir.encoders(model)[1]
+  encode_passages = embedder.encoders(model)[1]
   compiled = jax.jit(encode_passages).lower(
       params, jax.ShapeDtypeStruct((256, 256), jnp.int32, sharding=NamedSharding(
           mesh, PartitionSpec("data")))).compile()

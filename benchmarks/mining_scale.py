@@ -34,7 +34,6 @@ progress is printed with each run's time. A smoke run, about a minute:
 import argparse
 import json
 import logging
-import os
 import pathlib
 import subprocess
 import sys

@@ -32,7 +32,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 from sklearn.manifold import TSNE  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from samtone_jax import eval_sets, launch, partitioning, retrieval, run_dir  # pylint: disable=g-import-not-at-top,wrong-import-position
+from samtone_jax import atomic, embedder, eval_sets, launch, run_dir  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -48,26 +48,18 @@ def embeddings(checkpoint: str, eval_set, sample: int, seed: int) -> dict[str, n
   run, step = run_dir.resolve_checkpoint(checkpoint, "--checkpoint", need_config=True)
   model, settings = launch.read_run([str(run.config)],
                                     ["MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS"])
-  lengths = settings["TASK_FEATURE_LENGTHS"]
-  vocabulary = run_dir.vocabulary(settings["MIXTURE_OR_TASK_NAME"])
-  params = run_dir.load_params(model, run.checkpoint(step), lengths, name="--checkpoint")
-  mesh = partitioning.create_mesh()
-  encode_queries, encode_passages = run_dir.encoders(model)
-
-  def embed(texts, side):
-    length = lengths["queries" if side == "query" else "passages"]
-    encode = encode_queries if side == "query" else encode_passages
-    return retrieval.encode(encode, params, retrieval.tokenize(texts, vocabulary, length),
-                            mesh, batch_size=256)
-
+  embed = embedder.Embedder.from_checkpoint(
+      model, run.checkpoint(step), settings["TASK_FEATURE_LENGTHS"],
+      vocabulary=embedder.task_vocabulary(settings["MIXTURE_OR_TASK_NAME"]),
+      name="--checkpoint")
   query_ids = list(eval_set.qrels)
   pairs = [(q, d) for q in query_ids for d, rel in eval_set.qrels[q].items() if rel > 0]
   rng = np.random.default_rng(seed)
   pairs = [pairs[i] for i in rng.permutation(len(pairs))[:sample]]
-  return {"queries": embed([eval_set.queries[q] for q in query_ids], "query"),
-          "corpus": embed(list(eval_set.corpus.values()), "passage"),
-          "pair_queries": embed([eval_set.queries[q] for q, _ in pairs], "query"),
-          "pair_passages": embed([eval_set.corpus[d] for _, d in pairs], "passage")}
+  return {"queries": embed.queries([eval_set.queries[q] for q in query_ids]),
+          "corpus": embed.passages(list(eval_set.corpus.values())),
+          "pair_queries": embed.queries([eval_set.queries[q] for q, _ in pairs]),
+          "pair_passages": embed.passages([eval_set.corpus[d] for _, d in pairs])}
 
 
 def summarise(values: np.ndarray) -> dict[str, float]:
@@ -154,7 +146,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                                    "to_nearest_query": float(stats["to_nearest_query"].mean()),
                                    "centroid_distance": float(stats["centroids"][0])}}
              for label, (_, stats) in results.items()}
-  (out / "analysis.json").write_text(json.dumps(summary, indent=2))
+  atomic.write_atomically(out / "analysis.json", json.dumps(summary, indent=2))
   print(json.dumps(summary, indent=2))
 
 

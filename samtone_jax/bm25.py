@@ -132,7 +132,7 @@ def search(corpus: Sequence[str], queries: Sequence[str], k: int, *, k1: float =
 
 def evaluate(eval_set: data_files.RetrievalSet, k: int = 1000
              ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-  """BM25's (metrics, run) on an evaluation set, as `retrieval.evaluate` scores a model."""
+  """BM25's (metrics, run) on an evaluation set, as `evaluator.evaluate_set` scores a model."""
   query_ids, doc_ids = list(eval_set.qrels), list(eval_set.corpus)
   indices, scores = search([eval_set.corpus[d] for d in doc_ids],
                            [eval_set.queries[q] for q in query_ids], min(k, len(doc_ids)))

@@ -33,7 +33,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import pathlib
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -45,7 +44,7 @@ import tqdm
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from samtone_jax import data_files
+from samtone_jax import atomic, data_files
 
 _LOG = logging.getLogger("samtone_jax.embedding_shards")
 DTYPES = {"float32": np.float32, "bfloat16": jnp.bfloat16}
@@ -64,13 +63,6 @@ def host_buffer(rows: int, dim: int) -> np.ndarray:
 
 def _shard_path(directory: pathlib.Path, shard: int, suffix: str) -> pathlib.Path:
   return directory / f"shard-{shard:05d}.{suffix}"
-
-
-def _write_atomically(path: pathlib.Path, write: Callable[[Any], None]) -> None:
-  partial = path.with_name(path.name + ".partial")
-  with open(partial, "wb") as f:
-    write(f)
-  os.replace(partial, path)
 
 
 def texts_sha256(corpus: Mapping[str, str]) -> str:
@@ -128,7 +120,7 @@ def _check_meta(directory: pathlib.Path, want: dict, replace: bool) -> None:
                                              + "; use another directory.")
   elif jax.process_index() == 0:
     directory.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path, lambda f: f.write(json.dumps(want, indent=2).encode()))
+    atomic.write_atomically(path, json.dumps(want, indent=2))
 
 
 def _local_rows(array: jax.Array) -> np.ndarray:
@@ -148,7 +140,7 @@ def encode(directory: str | pathlib.Path, embed: Callable[[Any, jax.Array], jax.
 
   Args:
     directory: the shards' directory (created).
-    embed: jit-able `(params, [b, L] int32) -> [b, E]`, e.g. `run_dir.encoders(model)[1]`.
+    embed: jit-able `(params, [b, L] int32) -> [b, E]`, e.g. `embedder.encoders(model)[1]`.
     params: its parameters.
     corpus: {id: text}, in the order of the rows.
     tokenize: texts -> [len(texts), L] int32 token ids (`retrieval.tokenize`).
@@ -232,10 +224,9 @@ def encode(directory: str | pathlib.Path, embed: Callable[[Any, jax.Array], jax.
 
 def _write_shard(directory: pathlib.Path, shard: int, ids: Sequence[str],
                  embeddings: np.ndarray) -> None:
-  _write_atomically(_shard_path(directory, shard, "ids.json"),
-                    lambda f: f.write(json.dumps(list(ids)).encode()))
+  atomic.write_atomically(_shard_path(directory, shard, "ids.json"), json.dumps(list(ids)))
   stored = embeddings.view(np.uint16) if embeddings.dtype == jnp.bfloat16 else embeddings
-  _write_atomically(_shard_path(directory, shard, "npy"), lambda f: np.save(f, stored))
+  atomic.write_atomically(_shard_path(directory, shard, "npy"), lambda f: np.save(f, stored))
 
 
 class EmbeddingShards:

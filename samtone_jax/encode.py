@@ -24,8 +24,7 @@ from typing import Optional, Sequence
 
 import gin
 
-from samtone_jax import (beir_format, dual_encoder, embedding_shards, eval_sets, launch,
-                         partitioning, retrieval, run_dir)
+from samtone_jax import beir_format, dual_encoder, embedder, embedding_shards, eval_sets, launch
 
 
 def read_corpus(name: str) -> dict[str, str]:
@@ -51,20 +50,12 @@ def encode(*, model: dual_encoder.DualEncoder = gin.REQUIRED,
     dtype: "float32" or "bfloat16", as stored (ENCODE_DTYPE).
     shard_size: rows a shard (ENCODE_SHARD_SIZE).
   """
-  if vocabulary is None:
-    if mixture_or_task_name is None:
-      raise ValueError("set VOCABULARY or MIXTURE_OR_TASK_NAME (whose vocabulary to use).")
-    vocabulary = run_dir.vocabulary(mixture_or_task_name)
+  vocabulary = embedder.resolve_vocabulary(vocabulary, mixture_or_task_name)
   texts = read_corpus(corpus)
-  mesh = partitioning.create_mesh(num_partitions)
-  checkpoint, step = run_dir.pinned_checkpoint(checkpoint_path)
-  params = run_dir.load_params(model, checkpoint, task_feature_lengths, mesh)
-  length = task_feature_lengths["passages"]
-  return embedding_shards.encode(
-      output_dir, run_dir.encoders(model)[1], params, texts,
-      lambda batch: retrieval.tokenize(batch, vocabulary, length), mesh,
-      batch_size=batch_size, shard_size=shard_size, dtype=dtype,
-      source=embedding_shards.encoder_source(model, vocabulary, checkpoint, step, length))
+  return embedder.Embedder.from_checkpoint(
+      model, checkpoint_path, task_feature_lengths, vocabulary=vocabulary,
+      num_partitions=num_partitions, batch_size=batch_size).encode_corpus(
+          output_dir, texts, shard_size=shard_size, dtype=dtype)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

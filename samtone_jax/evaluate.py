@@ -25,28 +25,11 @@ if __name__ == "__main__":  # a program: the host set up before these imports lo
   from samtone_jax import launch as _launch  # pylint: disable=g-import-not-at-top
   _launch.setup_host()
 
-import json
-import logging
-import pathlib
 from typing import Optional, Sequence
 
 import gin
-import jax
 
-from samtone_jax import (bm25, dual_encoder, embedding_shards, launch, partitioning,
-                         retrieval, run_dir)
-from samtone_jax import eval_sets as eval_sets_lib
-
-_LOG = logging.getLogger("samtone_jax.evaluate")
-
-
-def write_trec_run(path: pathlib.Path, run: dict[str, dict[str, float]]) -> None:
-  """TREC's run format: `qid Q0 docid rank score tag`, best first."""
-  with open(path, "w", encoding="utf-8") as f:
-    for qid, scores in run.items():
-      for rank, (doc, score) in enumerate(
-          sorted(scores.items(), key=lambda kv: -kv[1]), start=1):
-        f.write(f"{qid} Q0 {doc} {rank} {score:.6f} samtone_jax\n")
+from samtone_jax import dual_encoder, embedder, evaluator, launch, run_dir
 
 
 def evaluate(*, model: dual_encoder.DualEncoder = gin.REQUIRED,
@@ -71,43 +54,20 @@ def evaluate(*, model: dual_encoder.DualEncoder = gin.REQUIRED,
     baselines: () or ["bm25"]: rows of a first-stage baseline beside the model's
       (EVAL_BASELINES).
   """
-  if set(baselines) - {"bm25"}:
-    raise ValueError(f"EVAL_BASELINES may hold 'bm25', got {list(baselines)!r}.")
   if isinstance(eval_tasks, str) or not eval_tasks:
     raise ValueError(f"EVAL_TASKS={eval_tasks!r}: name a list of one or more sets, e.g."
                      " --gin.EVAL_TASKS=\"['beir:/data/mine/eval']\" (a run's config.gin gives"
                      " the sets it was evaluated on, if any).")
-  if vocabulary is None:
-    if mixture_or_task_name is None:
-      raise ValueError("set VOCABULARY or MIXTURE_OR_TASK_NAME (whose vocabulary to use).")
-    vocabulary = run_dir.vocabulary(mixture_or_task_name)
-  sets = {short: eval_sets_lib.get(name)  # unknown names and names that clash fail now
-          for name, short in eval_sets_lib.short_names(eval_tasks).items()}
-  mesh = partitioning.create_mesh(num_partitions)
-  checkpoint, step = run_dir.pinned_checkpoint(checkpoint_path)
-  params = run_dir.load_params(model, checkpoint, task_feature_lengths, mesh)
-  encode_queries, encode_passages = run_dir.encoders(model)
-  output_dir = pathlib.Path(output_dir or run_dir.RunDir(checkpoint_path).eval)
-  output_dir.mkdir(parents=True, exist_ok=True)
-  source = embedding_shards.encoder_source(model, vocabulary, checkpoint, step,
-                                           task_feature_lengths["passages"])
-  results = {}
-  for name, eval_set in sets.items():
-    found, run = retrieval.evaluate(encode_queries, encode_passages, params, eval_set,
-                                    vocabulary, task_feature_lengths, mesh, k=k,
-                                    batch_size=batch_size,
-                                    corpus_dir=output_dir / "embeddings" / name, source=source)
-    rows = {name: (found, run)}
-    if "bm25" in baselines:
-      rows[f"{name}_bm25"] = bm25.evaluate(eval_set, k)
-    for row, (found, run) in rows.items():
-      results[row] = found
-      if jax.process_index() == 0:
-        write_trec_run(output_dir / f"{row}.trec", run)
-      _LOG.info("%s: %s", row, json.dumps({m: round(v, 4) for m, v in found.items()}))
-  if jax.process_index() == 0:
-    (output_dir / "metrics.json").write_text(json.dumps(results, indent=2, sort_keys=True))
-  return results
+  vocabulary = embedder.resolve_vocabulary(vocabulary, mixture_or_task_name)
+  output = (run_dir.EvalDir(output_dir) if output_dir
+            else run_dir.RunDir(checkpoint_path).eval)
+  evaluation = evaluator.Evaluator(eval_tasks, k=k, baselines=baselines,  # sets read now
+                                   embeddings_dir=output.embeddings)
+  embed = embedder.Embedder.from_checkpoint(
+      model, checkpoint_path, task_feature_lengths, vocabulary=vocabulary,
+      num_partitions=num_partitions, batch_size=batch_size)
+  output.path.mkdir(parents=True, exist_ok=True)
+  return evaluation(embed, output)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -51,7 +51,7 @@ import torch
 import transformers
 from transformers.convert_slow_tokenizer import SpmConverter
 
-from samtone_jax import dual_encoder, launch, pretrained, run_dir, t5
+from samtone_jax import atomic, dual_encoder, embedder, launch, pretrained, run_dir, t5
 
 _LOG = logging.getLogger("samtone_jax.export")
 
@@ -229,14 +229,15 @@ def export(checkpoint: str, out: str, gin_flags: Sequence[str] = ()) -> pathlib.
   model, settings = launch.read_run(flags.gin_file, CARD_MACROS, flags.gin_bindings,
                                     flags.search_paths)
   lengths = settings["TASK_FEATURE_LENGTHS"]
-  params = run_dir.load_params(model, run.checkpoint(step), lengths, name="--checkpoint")
-  vocabulary = run_dir.vocabulary(settings["MIXTURE_OR_TASK_NAME"])
+  embed = embedder.Embedder.from_checkpoint(
+      model, run.checkpoint(step), lengths,
+      vocabulary=embedder.task_vocabulary(settings["MIXTURE_OR_TASK_NAME"]), name="--checkpoint")
   out = pathlib.Path(out)
   with tempfile.TemporaryDirectory() as staging:
-    sentence_transformer(model, params, hf_tokenizer(vocabulary), lengths,
+    sentence_transformer(model, embed.params, hf_tokenizer(embed.vocabulary), lengths,
                          pathlib.Path(staging)).save(str(out), create_model_card=False)
   metrics = json.loads(run.metrics.read_text()) if run.metrics.exists() else None
-  (out / "README.md").write_text(model_card(model, settings, step, metrics), encoding="utf-8")
+  atomic.write_atomically(out / "README.md", model_card(model, settings, step, metrics))
   _LOG.info("Step %d of %s exported to %s.", step, run.path, out)
   return out
 

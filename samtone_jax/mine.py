@@ -63,8 +63,8 @@ import gin
 import jax
 import numpy as np
 
-from samtone_jax import (beir_format, bm25, data_files, dual_encoder, embedding_shards, launch,
-                         pairs_format, partitioning, retrieval, run_dir)
+from samtone_jax import (atomic, beir_format, bm25, data_files, dual_encoder, embedder,
+                         embedding_shards, launch, pairs_format, retrieval)
 
 _LOG = logging.getLogger("samtone_jax.mine")
 # MINE_MARGIN's positives are read from the shards in runs: rows at most POSITIVE_GAP apart,
@@ -258,19 +258,20 @@ def mine(*, input_files: Sequence[str] = gin.REQUIRED, output_file: str = gin.RE
       raise ValueError("dense mining needs MODEL, CHECKPOINT_PATH and TASK_FEATURE_LENGTHS"
                        " (a run's config.gin gives MODEL and the lengths); or use"
                        " runs/mine_bm25.gin.")
-    if vocabulary is None:
-      if mixture_or_task_name is None:
-        raise ValueError("set VOCABULARY or MIXTURE_OR_TASK_NAME (whose vocabulary to use).")
-      vocabulary = run_dir.vocabulary(mixture_or_task_name)
-    mesh = partitioning.create_mesh(num_partitions)
-    query_emb, shards = _embedded(
-        queries.texts, corpus.texts, mesh, model=model, checkpoint_path=checkpoint_path,
-        lengths=task_feature_lengths, vocabulary=vocabulary, batch_size=batch_size,
-        directory=embeddings_dir or f"{output_file}.embeddings",
-        replace=embeddings_dir is None, shard_size=shard_size)
+    embed = embedder.Embedder.from_checkpoint(
+        model, checkpoint_path, task_feature_lengths,  # pinned once, for every process
+        vocabulary=embedder.resolve_vocabulary(vocabulary, mixture_or_task_name),
+        num_partitions=num_partitions, batch_size=batch_size)
+    # The queries are held embedded (searched once a chunk, and each pair's margin needs its
+    # query's); the corpus goes into shards on disk (reused when of the same texts and
+    # encoder; in the default directory made again when not, else refused).
+    query_emb = embed.queries(queries.texts)
+    shards = embed.encode_corpus(embeddings_dir or f"{output_file}.embeddings",
+                                 _RowTexts(corpus.texts), shard_size=shard_size,
+                                 replace=embeddings_dir is None)
 
     def search(rows, k):
-      scores, ranked = retrieval.sharded_top_k(mesh, _Rows(query_emb, rows), shards, k,
+      scores, ranked = retrieval.sharded_top_k(embed.mesh, _Rows(query_emb, rows), shards, k,
                                                chunk_rows=chunk_rows, query_batch=query_batch)
       return ranked, scores
     max_scores = None if margin is None else [
@@ -284,12 +285,12 @@ def mine(*, input_files: Sequence[str] = gin.REQUIRED, output_file: str = gin.RE
   sizes = []
   if jax.process_index() == 0:
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    with open(partial, "w", encoding="utf-8") as f:
+
+    def write(f):
       for record in records:
         sizes.append(len(record["negatives"]))
-        f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    partial.replace(out)  # a crash leaves no half-written negatives file
+        f.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+    atomic.write_atomically(out, write)  # a crash leaves no half-written negatives file
   else:
     sizes = [len(record["negatives"]) for record in records]
   short = sum(size < top_n for size in sizes)
@@ -300,30 +301,6 @@ def mine(*, input_files: Sequence[str] = gin.REQUIRED, output_file: str = gin.RE
             f"; {short} pairs got fewer than MINE_TOP_N={top_n} (the corpus has no more"
             " candidates for them)" if short else "")
   return counts
-
-
-def _embedded(query_texts: Sequence[str], corpus_texts: Sequence[str],
-              mesh: jax.sharding.Mesh, *, model: dual_encoder.DualEncoder,
-              checkpoint_path: str, lengths: dict, vocabulary, batch_size: int,
-              directory: str, replace: bool, shard_size: int
-              ) -> tuple[np.ndarray, embedding_shards.EmbeddingShards]:
-  """(query embeddings [Q, E] float32, the corpus's [N, E] shards in `directory`), by the
-  checkpoint pinned once. The queries are tokenised a batch at a time and held embedded
-  (searched once a chunk, and each pair's margin needs its query's); the corpus is embedded
-  into shards on disk (`embedding_shards.encode`: reused when of the same texts and encoder;
-  with `replace`, made again when not, else refused), never held whole."""
-  checkpoint, step = run_dir.pinned_checkpoint(checkpoint_path)  # one step for every process
-  params = run_dir.load_params(model, checkpoint, lengths, mesh)
-  encode_queries, encode_passages = run_dir.encoders(model)
-  query_emb = retrieval.encode(encode_queries, params, retrieval.Tokenized(
-      query_texts, vocabulary, lengths["queries"]), mesh, batch_size)
-  shards = embedding_shards.encode(
-      directory, encode_passages, params, _RowTexts(corpus_texts),
-      lambda texts: retrieval.tokenize(texts, vocabulary, lengths["passages"]), mesh,
-      batch_size=batch_size, shard_size=shard_size, replace=replace,
-      source=embedding_shards.encoder_source(model, vocabulary, checkpoint, step,
-                                             lengths["passages"]))
-  return query_emb, shards
 
 
 class _RowTexts(collections.abc.Mapping):

@@ -9,7 +9,6 @@ are gathered and merged. Ties are broken by document index (the lower first), ev
 
 import functools
 import math
-import pathlib
 from typing import Any, Callable, Optional, Sequence
 
 import jax
@@ -306,47 +305,6 @@ def encode(embed: Callable[[Any, Array], Array], params: Any, token_ids: Any,
     embedded = multihost_utils.process_allgather(jitted(params, batch), tiled=True)
     out.append(np.asarray(embedded, np.float32)[:len(rows)])
   return np.concatenate(out)
-
-
-def evaluate(encode_queries: Callable[[Any, Array], Array],
-             encode_passages: Callable[[Any, Array], Array], params: Any,
-             eval_set: data_files.RetrievalSet, vocabulary, lengths: dict[str, int],
-             mesh: Mesh, *, k: int = 1000, batch_size: int = 256,
-             corpus_dir: Optional[pathlib.Path] = None,
-             source: Optional[dict[str, Any]] = None,
-             chunk_rows: int = 1_000_000
-             ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-  """Corpus-level retrieval of an evaluation set: (metrics, run).
-
-  Every query of the qrels retrieves its top `k` documents of the whole corpus (the full
-  ranking when the corpus has at most `k` documents: then MRR is over the whole pool, as
-  the paper's). A retrieved document whose id is the query's is dropped, as BEIR does.
-
-  With `corpus_dir`, the corpus is embedded into shards there (embedding_shards.encode, by
-  `source`, as `embedding_shards.encoder_source` gives it: resumed if they are of the same
-  texts and source, replaced if not) and searched `chunk_rows` at a time, in memory bounded
-  by the chunk; without, it is embedded and searched in memory.
-
-  Returns:
-    metrics: `metrics.compute_metrics` of the run (P@1, MRR, MRR@10, Recall@k, nDCG@k).
-    run: {query id: {document id: score}}.
-  """
-  query_ids = list(eval_set.qrels)
-  doc_ids = list(eval_set.corpus)
-  queries = encode(encode_queries, params, Tokenized(
-      [eval_set.queries[q] for q in query_ids], vocabulary, lengths["queries"]), mesh,
-                   batch_size)
-  tokenize_passages = lambda texts: tokenize(texts, vocabulary, lengths["passages"])
-  if corpus_dir is None:
-    corpus = encode(encode_passages, params, tokenize_passages(list(eval_set.corpus.values())),
-                    mesh, batch_size)
-  else:
-    corpus = embedding_shards.encode(corpus_dir, encode_passages, params, eval_set.corpus,
-                                     tokenize_passages, mesh, batch_size=batch_size,
-                                     source=source, replace=True)
-  scores, indices = sharded_top_k(mesh, queries, corpus, k=min(k, len(doc_ids)),
-                                  chunk_rows=chunk_rows)
-  return scored_run(eval_set, query_ids, doc_ids, np.asarray(scores), np.asarray(indices))
 
 
 def scored_run(eval_set: data_files.RetrievalSet, query_ids: Sequence[str],

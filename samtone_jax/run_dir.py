@@ -10,11 +10,14 @@ The layout, written by `train` and read by `evaluate`, `export` and `analysis`:
     summaries/                 TensorBoard event files
     metrics.json               the final evaluation
     example_ids.jsonl          each step's content ids (LOG_EXAMPLE_IDS only)
-    eval/                      `evaluate`'s metrics.json and TREC run files (by default)
+    eval_embeddings/<set>/     training's corpus embeddings of its large evaluation sets
+    eval/                      `evaluate`'s output (by default; EVAL_OUTPUT_DIR):
+      metrics.json               {set: {metric: value}}
+      <set>.trec                 one TREC run file a row
+      embeddings/<set>/          the corpus embeddings of each set
 
 This module is the only one that spells those names. It also loads a checkpoint's
-parameters (from a run or from a pretrained Hugging Face folder), a task's vocabulary, and
-the jit-able encode functions of a model.
+parameters (from a run or from a pretrained Hugging Face folder).
 """
 
 import dataclasses
@@ -26,7 +29,6 @@ import flax.linen as nn
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-import seqio
 from jax.experimental import multihost_utils
 
 from samtone_jax import dual_encoder, partitioning, pretrained
@@ -83,8 +85,8 @@ class RunDir:
     return self.path / "example_ids.jsonl"
 
   @property
-  def eval(self) -> pathlib.Path:
-    return self.path / "eval"
+  def eval(self) -> "EvalDir":
+    return EvalDir(self.path / "eval")
 
   @property
   def eval_embeddings(self) -> pathlib.Path:
@@ -96,6 +98,29 @@ class RunDir:
     if not self.checkpoints.is_dir():
       return None
     return ocp.CheckpointManager(self.checkpoints).latest_step()
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalDir:
+  """The paths of an evaluation's output folder (EVAL_OUTPUT_DIR; a run's eval/ by
+  default)."""
+  path: pathlib.Path
+
+  def __post_init__(self):
+    object.__setattr__(self, "path", pathlib.Path(self.path).absolute())
+
+  @property
+  def metrics(self) -> pathlib.Path:
+    return self.path / "metrics.json"
+
+  def trec_run(self, row: str) -> pathlib.Path:
+    """The TREC run file of a row (a set, or a set's baseline)."""
+    return self.path / f"{row}.trec"
+
+  @property
+  def embeddings(self) -> pathlib.Path:
+    """The corpus embeddings, one folder a set."""
+    return self.path / "embeddings"
 
 
 def resolve_checkpoint(path: str | pathlib.Path, name: str = "CHECKPOINT_PATH",
@@ -239,18 +264,3 @@ def first_line(error: BaseException, limit: int = 300) -> str:
   `limit` characters."""
   text = (str(error).strip().splitlines() or [""])[0].split(" See full TensorStore details")[0]
   return text if len(text) <= limit else text[:limit] + " ..."
-
-
-def vocabulary(mixture_or_task_name: str) -> seqio.Vocabulary:
-  """The vocabulary of a task's (or mixture's) texts, its `queries` feature's."""
-  return seqio.get_mixture_or_task(mixture_or_task_name).output_features["queries"].vocabulary
-
-
-Encoder = Callable[[Any, jax.Array], jax.Array]
-
-
-def encoders(model: dual_encoder.DualEncoder) -> tuple[Encoder, Encoder]:
-  """(encode_queries, encode_passages): jit-able `(params, [b, L] int32) -> [b, E]`."""
-  def encoder(method):
-    return lambda params, ids: model.apply({"params": params}, ids, method=method)
-  return encoder(model.encode_queries), encoder(model.encode_passages)

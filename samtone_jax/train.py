@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import pathlib
 import shutil
 import signal
 import time
@@ -39,9 +38,8 @@ import orbax.checkpoint as ocp
 import seqio
 import tensorflow as tf
 
-from samtone_jax import dual_encoder, embedding_shards, inputs, launch, losses, optimizers
-from samtone_jax import partitioning, pretrained, retrieval, run_dir, trainer
-from samtone_jax import eval_sets as eval_sets_lib
+from samtone_jax import atomic, dual_encoder, embedder, evaluator, inputs, launch, losses
+from samtone_jax import optimizers, partitioning, pretrained, run_dir, trainer
 
 _LOG = logging.getLogger("samtone_jax.train")
 # Evaluation sets with more documents are embedded into shards under MODEL_DIR and searched a
@@ -140,8 +138,8 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
          " --gin.INITIAL_CHECKPOINT_PATH=\"'/data/t5-v1_1-base'\" with"
          " --gin.vocabularies.t5_vocabulary_path.path=\"'/data/t5-v1_1-base/spiece.model'\";"
          " or --gin.REQUIRE_INITIAL_CHECKPOINT=False to train from random initialisation.")
-  retrieval_sets = {short: eval_sets_lib.get(name)  # read them now; names that clash fail
-                    for name, short in eval_sets_lib.short_names(eval_tasks).items()}
+  retrieval_evaluator = evaluator.Evaluator(  # reads the sets now; names that clash fail
+      eval_tasks, k=eval_k, embeddings_dir=run.eval_embeddings, stream_above=STREAMED_CORPUS)
 
   # --- Mesh --------------------------------------------------------------------------------
   mesh = partitioning.create_mesh(num_partitions)
@@ -175,7 +173,7 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
   # --- State: restore, or initialise (and load pretrained weights) ---------------------------
   run.path.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
-    _write_atomically(run.config, gin.operative_config_str())
+    atomic.write_atomically(run.config, gin.operative_config_str())
   checkpointer = _Checkpointer(run, batches, keep_checkpoints, strict_restore)
   state, shardings = _restore_or_initialise(
       checkpointer, model, optimizer, seed, mesh, rules, initial_checkpoint_path,
@@ -185,8 +183,9 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
   eval_step = jax.jit(lambda params, batch: trainer.batch_loss(model, loss_fn, params, batch)[1])
 
   def evaluate(state: trainer.TrainState) -> dict[str, float]:
-    results = _retrieval_evaluation(model, state.params, retrieval_sets, mixture_or_task_name,
-                                    task_feature_lengths, mesh, eval_k, run, int(state.step))
+    results = _retrieval_evaluation(retrieval_evaluator, embedder.Embedder.of_model(
+        model, state.params, embedder.task_vocabulary(mixture_or_task_name),
+        task_feature_lengths, mesh, checkpoint=run.path, step=int(state.step)))
     if eval_split:
       results.update(_in_batch_evaluation(
           eval_step, state.params, mesh, mixture_or_task_name, eval_split, task_feature_lengths,
@@ -233,7 +232,7 @@ def train(*, model: dual_encoder.DualEncoder = gin.REQUIRED, model_dir: str = gi
     final["train/skipped_steps"] = progress.skipped_total
   _write_summaries(writer, step, final)
   if jax.process_index() == 0:
-    _write_atomically(run.metrics, json.dumps(final, indent=2, sort_keys=True))
+    atomic.write_atomically(run.metrics, json.dumps(final, indent=2, sort_keys=True))
   _LOG.info("Done: %s", json.dumps(final, sort_keys=True))
   return final
 
@@ -452,28 +451,14 @@ def _restore_or_initialise(checkpointer: _Checkpointer, model: dual_encoder.Dual
 
 # --- Evaluation --------------------------------------------------------------------------------
 
-def _retrieval_evaluation(model: dual_encoder.DualEncoder, params: Any,
-                          retrieval_sets: dict[str, Any], mixture_or_task_name: str,
-                          lengths: dict[str, int], mesh: jax.sharding.Mesh, k: int,
-                          run: run_dir.RunDir, step: int) -> dict[str, float]:
-  """{"retrieval/<set>/<metric>": value} of `retrieval_sets` ({short name: set}, as
-  `eval_sets.short_names` names them): each set's queries against its whole corpus; a
-  corpus of over STREAMED_CORPUS documents through shards in `run.eval_embeddings`/<set>
-  (bounded memory; labelled with the run and `step`, the parameters' step)."""
-  results = {}
-  if retrieval_sets:
-    vocabulary = run_dir.vocabulary(mixture_or_task_name)
-    encode_queries, encode_passages = run_dir.encoders(model)
-    source = embedding_shards.encoder_source(model, vocabulary, run.path, step,
-                                             lengths["passages"])
-  for name, eval_set in retrieval_sets.items():
-    streamed = len(eval_set.corpus) > STREAMED_CORPUS
-    found, _ = retrieval.evaluate(encode_queries, encode_passages, params, eval_set, vocabulary,
-                                  lengths, mesh, k=k, source=source,
-                                  corpus_dir=run.eval_embeddings / name if streamed else None)
-    results.update({f"retrieval/{name}/{metric}": v
-                    for metric, v in found.items()})
-  return results
+def _retrieval_evaluation(retrieval_evaluator: evaluator.Evaluator,
+                          embed: embedder.Embedder) -> dict[str, float]:
+  """{"retrieval/<set>/<metric>": value} of the run's evaluation sets; a corpus of over
+  STREAMED_CORPUS documents goes through shards in MODEL_DIR/eval_embeddings/<set>
+  (bounded memory; labelled with the run and the parameters' step)."""
+  return {f"retrieval/{name}/{metric}": value
+          for name, found in retrieval_evaluator(embed).items()
+          for metric, value in found.items()}
 
 
 def _in_batch_evaluation(eval_step: Callable, params: Any,
@@ -592,13 +577,6 @@ def _log_example_ids(run: run_dir.RunDir, step: int, batch: dict[str, jax.Array]
   if jax.process_index() == 0:  # one unbuffered write: a line is whole even after a kill
     with run.example_ids.open("ab", buffering=0) as f:
       f.write((json.dumps(dict(step=step, **ids)) + "\n").encode())
-
-
-def _write_atomically(path: pathlib.Path, text: str) -> None:
-  """Writes `path` whole or not at all (a crash leaves the old file or none)."""
-  temporary = path.with_name(path.name + ".tmp")
-  temporary.write_text(text)
-  os.replace(temporary, path)
 
 
 def _write_summaries(writer, step: int, values: dict[str, float]) -> None:

@@ -83,29 +83,6 @@ def test_k_larger_than_the_corpus_is_a_clear_error():
     retrieval.top_k(np.zeros((1, 2), np.float32), np.zeros((3, 2), np.float32), k=5)
 
 
-def test_evaluate_on_a_toy_set():
-  """A bag-of-tokens "encoder" that finds each query's own document: P@1 = MRR = 1, and a
-  document whose id is the query's is never retrieved (as BEIR)."""
-  import seqio  # pylint: disable=g-import-not-at-top
-  from samtone_jax import data_files  # pylint: disable=g-import-not-at-top
-  vocab = seqio.ByteVocabulary()
-  words = ["apple", "banana", "cherry", "date", "elder", "fig", "grape", "hazel", "iris"]
-  eval_set = data_files.RetrievalSet(
-      queries={f"q{i}": w for i, w in enumerate(words)},
-      corpus={**{f"d{i}": f"{w} {w} tree" for i, w in enumerate(words)}, "q0": "apple"},
-      qrels={f"q{i}": {f"d{i}": 1} for i in range(len(words))})
-
-  def embed(params, ids):  # counts of byte values, normalised (no parameters)
-    counts = jax.nn.one_hot(ids, 260).sum(axis=1).at[:, :4].set(0)
-    return counts / jax.numpy.linalg.norm(counts, axis=-1, keepdims=True)
-
-  mesh = partitioning.create_mesh()
-  metrics, run = retrieval.evaluate(embed, embed, {}, eval_set, vocab,
-                                    {"queries": 16, "passages": 32}, mesh, k=5, batch_size=3)
-  assert metrics["P@1"] == 1.0 and metrics["MRR"] == 1.0
-  assert "q0" not in run["q0"] and len(run["q1"]) == 5  # the self-hit of q0 is dropped
-
-
 @pytest.mark.parametrize("chunk_rows", [None, 37])
 def test_query_batches_equal_one_batch_with_ties(chunk_rows):
   """Queries searched 3 at a time (3 does not divide 7) rank as all 7 at once, ties
