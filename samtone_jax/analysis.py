@@ -50,7 +50,7 @@ def embeddings(checkpoint: str, eval_set, sample: int, seed: int) -> dict[str, n
                                     ["MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS"])
   embed = embedder.Embedder.from_checkpoint(
       model, run.checkpoint(step), settings["TASK_FEATURE_LENGTHS"],
-      vocabulary=embedder.task_vocabulary(settings["MIXTURE_OR_TASK_NAME"]),
+      vocabulary=settings["VOCABULARY"],
       name="--checkpoint")
   query_ids = list(eval_set.qrels)
   pairs = [(q, d) for q in query_ids for d, rel in eval_set.qrels[q].items() if rel > 0]

@@ -231,7 +231,7 @@ def export(checkpoint: str, out: str, gin_flags: Sequence[str] = ()) -> pathlib.
   lengths = settings["TASK_FEATURE_LENGTHS"]
   embed = embedder.Embedder.from_checkpoint(
       model, run.checkpoint(step), lengths,
-      vocabulary=embedder.task_vocabulary(settings["MIXTURE_OR_TASK_NAME"]), name="--checkpoint")
+      vocabulary=settings["VOCABULARY"], name="--checkpoint")
   out = pathlib.Path(out)
   with tempfile.TemporaryDirectory() as staging:
     sentence_transformer(model, embed.params, hf_tokenizer(embed.vocabulary), lengths,

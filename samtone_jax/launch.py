@@ -216,7 +216,9 @@ def _run_values(model=gin.REQUIRED, macros=gin.REQUIRED):
 def read_run(gin_files: Sequence[str], macros: Sequence[str], bindings: Sequence[str] = (),
              search_paths: Sequence[str] = ()) -> tuple[Any, dict[str, Any]]:
   """The model (MODEL) and the values of `macros` that gin files (a run's config.gin, then
-  any overrides) set; gin's configuration is left empty, as it was found.
+  any overrides) set, with "VOCABULARY" (the task's vocabulary, its file as the files name
+  it) when `macros` has MIXTURE_OR_TASK_NAME; gin's configuration is left empty, as it was
+  found.
 
   The host is set up first (`setup_host`): a run's config.gin names the configurables of its
   task's source.
@@ -231,6 +233,17 @@ def read_run(gin_files: Sequence[str], macros: Sequence[str], bindings: Sequence
                         *bindings], search_paths)
   try:
     check_macros(gin_files, bindings)
-    return _run_values()
+    model, values = _run_values()
+    if "MIXTURE_OR_TASK_NAME" in values:
+      values["VOCABULARY"] = _task_vocabulary(values["MIXTURE_OR_TASK_NAME"])
+    return model, values
   finally:
     gin.clear_config()
+
+
+def _task_vocabulary(name: str) -> Any:
+  """The task's vocabulary, its file resolved under the configuration parsed now (T5's
+  vocabulary takes its file from gin when used: after `read_run`, gin is cleared)."""
+  import seqio  # pylint: disable=g-import-not-at-top  # the host is set up (setup_host)
+  vocabulary = seqio.get_mixture_or_task(name).output_features["queries"].vocabulary
+  return vocabulary.resolved() if hasattr(vocabulary, "resolved") else vocabulary

@@ -36,9 +36,17 @@ class _T5Vocabulary(seqio.SentencePieceVocabulary):
     super().__init__(sentencepiece_model_file=None)
 
   def _model_context(self):
-    if self._sentencepiece_model_file is None:
-      self._sentencepiece_model_file = t5_vocabulary_path()
+    # The file the gin configuration names now: a process may run several configurations
+    # (seqio caches each file's model, so a switch back loads nothing again).
+    path = t5_vocabulary_path()
+    if path != self._sentencepiece_model_file:
+      self._sentencepiece_model_file, self._model = path, None
     return super()._model_context()
+
+  def resolved(self) -> seqio.SentencePieceVocabulary:
+    """The vocabulary of the file the gin configuration names now, kept after the
+    configuration is cleared (`launch.read_run`)."""
+    return seqio.SentencePieceVocabulary(t5_vocabulary_path())
 
 
 def t5_vocabulary() -> seqio.SentencePieceVocabulary:

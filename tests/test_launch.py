@@ -209,3 +209,50 @@ def test_a_shipped_experiment_leaves_only_its_documented_macros(experiment, left
   """The check refuses no macro that an experiment sets: only those its header asks for."""
   launch.parse_gin([f"experiments/{experiment}.gin"])
   assert launch.missing_macros() == left
+
+
+def _spm_model(path: pathlib.Path, texts: list[str]) -> str:
+  """A small SentencePiece model of `texts` with T5's special ids, at `path`."""
+  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(texts), model_prefix=str(path.with_suffix("")), vocab_size=60,
+      model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, num_threads=1,
+      minloglevel=2, hard_vocab_limit=False)
+  return str(path)
+
+
+def test_read_run_gives_the_vocabulary_file_each_run_names(tmp_path):
+  """A run trained with its own SentencePiece file (gin-bound, as the own-data task reads
+  T5's vocabulary) is read back with that file, run after run in one process; not with
+  whatever file the task's vocabulary first loaded."""
+  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+  text = "the quick brown fox jumps over the lazy dog"
+  files = [_spm_model(tmp_path / "a.model", [text, "a cat sat on a mat"] * 20),
+           _spm_model(tmp_path / "b.model", ["zebra xylophone quiz", text.upper()] * 20)]
+  for i, vocabulary_file in enumerate(files):
+    config = tmp_path / f"config_{i}.gin"
+    config.write_text(
+        "include 'models/t5_1_1_tiny.gin'\ninclude 'architectures/sde.gin'\n"
+        "MIXTURE_OR_TASK_NAME = 'own_pairs'\n"
+        f"vocabularies.t5_vocabulary_path.path = '{vocabulary_file}'\n")
+    _, settings = launch.read_run([str(config)], ["MIXTURE_OR_TASK_NAME"])
+    want = spm.SentencePieceProcessor(model_file=vocabulary_file).encode(text)
+    assert list(settings["VOCABULARY"].encode(text)) == want
+  assert (spm.SentencePieceProcessor(model_file=files[0]).encode(text)
+          != spm.SentencePieceProcessor(model_file=files[1]).encode(text))
+
+
+def test_the_t5_vocabulary_follows_the_configuration_in_use(tmp_path):
+  """The tasks' T5 vocabulary reads the file that the gin configuration names when it is used,
+  so that a second configuration in one process (tests, a study's worker) gets its own."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+  text = "the quick brown fox jumps over the lazy dog"
+  files = [_spm_model(tmp_path / "a.model", [text, "a cat sat on a mat"] * 20),
+           _spm_model(tmp_path / "b.model", ["zebra xylophone quiz", text.upper()] * 20)]
+  vocabulary = seqio.get_mixture_or_task("own_pairs").output_features["queries"].vocabulary
+  for vocabulary_file in files:
+    gin.clear_config()
+    gin.parse_config(f"vocabularies.t5_vocabulary_path.path = '{vocabulary_file}'")
+    want = spm.SentencePieceProcessor(model_file=vocabulary_file).encode(text)
+    assert list(vocabulary.encode(text)) == want
