@@ -30,15 +30,25 @@ References:
 
 import array
 import collections.abc
-from typing import Sequence
+import importlib
+from typing import TYPE_CHECKING, Sequence
 
-import bm25s
 import gin
 import numpy as np
 import regex
 import Stemmer
 
 from samtone_jax import data_files, retrieval
+
+if TYPE_CHECKING:
+  import bm25s
+
+
+def _bm25s():
+  """The `bm25s` module, imported on first use, not with this one: importing it runs a JAX
+  computation (top_k on dummy scores), which starts the XLA backend, and a run on several
+  processes must call jax.distributed.initialize before anything does."""
+  return importlib.import_module("bm25s")
 
 # Lucene's EnglishAnalyzer.ENGLISH_STOP_WORDS_SET.
 STOP_WORDS = frozenset(
@@ -87,7 +97,7 @@ class WordIds(collections.abc.Sequence):
 
 
 def analyze_ids(texts: Sequence[str], batch_size: int = ANALYSIS_BATCH
-                ) -> bm25s.tokenization.Tokenized:
+                ) -> "bm25s.tokenization.Tokenized":
   """`analyze(texts)` as word ids, analysed `batch_size` texts at a time, so that the words
   of one batch only are ever held as strings.
 
@@ -101,7 +111,7 @@ def analyze_ids(texts: Sequence[str], batch_size: int = ANALYSIS_BATCH
     for doc in analyze(texts[start:start + batch_size]):
       ids.extend(vocab.setdefault(word, len(vocab)) for word in doc)
       offsets.append(len(ids))
-  return bm25s.tokenization.Tokenized(
+  return _bm25s().tokenization.Tokenized(
       ids=WordIds(np.frombuffer(ids, np.int32), np.frombuffer(offsets, np.int64)), vocab=vocab)
 
 
@@ -124,7 +134,7 @@ def search(corpus: Sequence[str], queries: Sequence[str], k: int, *, k1: float =
   """
   if not 0 < k <= len(corpus):
     raise ValueError(f"k={k} must be in [1, {len(corpus)}] (the corpus size).")
-  retriever = bm25s.BM25(k1=k1, b=b, method="lucene")
+  retriever = _bm25s().BM25(k1=k1, b=b, method="lucene")
   retriever.index(analyze_ids(corpus, analysis_batch), show_progress=False)
   indices, scores = retriever.retrieve(analyze(queries), k=k, show_progress=False)
   return np.asarray(indices), np.asarray(scores, np.float32)

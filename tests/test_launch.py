@@ -66,6 +66,22 @@ def test_an_entry_point_starts_quietly(module):
   assert not noisy, noisy
 
 
+def test_no_entry_point_starts_jax_before_its_main():
+  """Importing an entry point, and setting up the host, runs no JAX computation: a run on
+  several processes calls jax.distributed.initialize in `main`, which must come before
+  anything starts the XLA backend (bm25s, for one, runs jax.lax.top_k when imported)."""
+  modules = ", ".join(ENTRY_POINTS)
+  done = subprocess.run(
+      [sys.executable, "-c",
+       "from samtone_jax import launch\n"
+       "launch.setup_host()\n"
+       f"from samtone_jax import {modules}\n"
+       "from jax._src import xla_bridge\n"
+       "assert not xla_bridge.backends_are_initialized()"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert done.returncode == 0, done.stderr[-3000:]
+
+
 def _write_run(path, model=True, **macros):
   """A training run's folder as the commands read it: config.gin (the quickstart's model,
   unless `model` is False, and RUN_MACROS updated by `macros`) and a checkpoints/1 folder.
