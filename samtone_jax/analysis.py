@@ -32,7 +32,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 from sklearn.manifold import TSNE  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from samtone_jax import atomic, embedder, eval_sets, launch, run_dir  # pylint: disable=g-import-not-at-top,wrong-import-position
+from samtone_jax import atomic, checkpoints, embedder, eval_sets, launch  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
@@ -45,7 +45,7 @@ def embeddings(checkpoint: str, eval_set, sample: int, seed: int) -> dict[str, n
     {"queries": [Q, E] (every judged query), "corpus": [N, E], "pair_queries",
     "pair_passages": [S, E] (a sample of ground-truth pairs)}.
   """
-  run, step = run_dir.resolve_checkpoint(checkpoint, "--checkpoint", need_config=True)
+  run, step = checkpoints.resolve_checkpoint(checkpoint, "--checkpoint", need_config=True)
   model, settings = launch.read_run([str(run.config)],
                                     ["MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS"])
   embed = embedder.Embedder.from_checkpoint(

@@ -21,7 +21,7 @@ import jax
 import numpy as np
 import seqio
 
-from samtone_jax import dual_encoder, embedding_shards, partitioning, retrieval, run_dir
+from samtone_jax import checkpoints, dual_encoder, embedding_shards, partitioning, retrieval
 
 Encoder = Callable[[Any, jax.Array], jax.Array]
 
@@ -102,13 +102,13 @@ class Embedder:
       name: the flag or gin macro that named `checkpoint_path`, for the errors.
 
     Raises:
-      FileNotFoundError: no checkpoint there (`run_dir.resolve_checkpoint`).
+      FileNotFoundError: no checkpoint there (`checkpoints.resolve_checkpoint`).
       pretrained.CheckpointError: the checkpoint does not restore, or the pretrained
         folder does not fit the model.
     """
     mesh = partitioning.create_mesh(num_partitions)
-    checkpoint, step = run_dir.pinned_checkpoint(checkpoint_path, name)
-    params = run_dir.load_params(model, checkpoint, lengths, mesh, name)
+    checkpoint, step = checkpoints.pinned_checkpoint(checkpoint_path, name)
+    params = checkpoints.load_params(model, checkpoint, lengths, mesh, name)
     return cls.of_model(model, params, vocabulary, lengths, mesh, checkpoint=checkpoint,
                         step=step, batch_size=batch_size)
 

@@ -51,7 +51,7 @@ import torch
 import transformers
 from transformers.convert_slow_tokenizer import SpmConverter
 
-from samtone_jax import atomic, dual_encoder, embedder, launch, pretrained, run_dir, t5
+from samtone_jax import atomic, checkpoints, dual_encoder, embedder, launch, pretrained, t5
 
 _LOG = logging.getLogger("samtone_jax.export")
 
@@ -224,7 +224,7 @@ def export(checkpoint: str, out: str, gin_flags: Sequence[str] = ()) -> pathlib.
   Returns:
     The folder written.
   """
-  run, step = run_dir.resolve_checkpoint(checkpoint, "--checkpoint", need_config=True)
+  run, step = checkpoints.resolve_checkpoint(checkpoint, "--checkpoint", need_config=True)
   flags = launch.parse_flags([f"--gin_file={run.config}", *gin_flags])
   model, settings = launch.read_run(flags.gin_file, CARD_MACROS, flags.gin_bindings,
                                     flags.search_paths)

@@ -25,13 +25,14 @@ import argparse
 import contextlib
 import logging
 import os
+import pathlib
 import sys
 from typing import Any, Callable, Optional, Sequence
 
 import gin
 
 import samtone_jax
-from samtone_jax import xla_flags
+from samtone_jax import settings, xla_flags
 
 
 @contextlib.contextmanager
@@ -120,13 +121,22 @@ class _GinSearchPathFilter(logging.Filter):
 def parse_gin(gin_files: Sequence[str], bindings: Sequence[str] = (),
               search_paths: Sequence[str] = ()) -> None:
   """Parses gin files (found on the search paths, the shipped gin_configs/ last) and
-  bindings, as T5X does. A file found nowhere still fails, naming the file."""
+  bindings, as T5X does. A file found nowhere still fails, naming the file. A run's
+  config.gin written by an earlier version, which binds on `train` what `settings` holds
+  now, is read as it is meant (`settings.upgrade_bindings`)."""
   for path in [*search_paths, str(samtone_jax.GIN_CONFIGS_DIR)]:
     gin.add_config_file_search_path(path)
   quiet = _GinSearchPathFilter()
   logging.getLogger().addFilter(quiet)
   try:
-    gin.parse_config_files_and_bindings(gin_files, bindings, finalize_config=False)
+    for gin_file in gin_files:
+      text = pathlib.Path(gin_file).read_text() if os.path.isfile(gin_file) else ""
+      upgraded = settings.upgrade_bindings(text, whole_file=True)
+      if upgraded != text:
+        gin.parse_config(upgraded)
+      else:
+        gin.parse_config_file(gin_file)
+    gin.parse_config(settings.upgrade_bindings("\n".join(bindings)))
   finally:
     logging.getLogger().removeFilter(quiet)
 

@@ -63,7 +63,7 @@ def tiny_model():
 @pytest.fixture
 def tiny_run(tmp_path):
   """A MODEL_DIR (tmp_path/"run") with checkpoints of steps 4 and 8 of `tiny_model` (other
-  parameters each), as `run_dir.load_params` reads them: (model, MODEL_DIR,
+  parameters each), as `checkpoints.load_params` reads them: (model, MODEL_DIR,
   task_feature_lengths)."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top

@@ -43,11 +43,11 @@ def load_params(argv) -> None:
   parser.add_argument("--out", required=True)
   args = parser.parse_args(argv)
   jax = cluster.join(args.process_id, args.port, NUM_PROCESSES, DEVICES_PER_PROCESS)
-  from samtone_jax import launch, pretrained, run_dir  # pylint: disable=g-import-not-at-top
+  from samtone_jax import checkpoints, launch, pretrained, run_dir  # pylint: disable=g-import-not-at-top
   run = run_dir.RunDir(pathlib.Path(args.checkpoint))
   model, macros = launch.read_run([str(run.config)], ["TASK_FEATURE_LENGTHS"])
   try:
-    run_dir.load_params(model, run.path, macros["TASK_FEATURE_LENGTHS"])
+    checkpoints.load_params(model, run.path, macros["TASK_FEATURE_LENGTHS"])
     result = "loaded"
   except pretrained.CheckpointError as e:
     result = str(e)

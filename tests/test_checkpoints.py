@@ -1,4 +1,5 @@
-"""Checkpoints restored on other devices than those that saved them."""
+"""A checkpoint path resolved once, to one step for every process; checkpoints restored on
+other devices than those that saved them."""
 
 import os
 import subprocess
@@ -8,21 +9,23 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from samtone_jax import launch, partitioning, run_dir
+from jax.experimental import multihost_utils
+
+from samtone_jax import checkpoints, launch, partitioning
 from tests.test_train import ROOT, _params, _run, tfds_dir  # pylint: disable=unused-import
 
-# Loads a run's parameters with run_dir.load_params (as the evaluate, analysis and export
+# Loads a run's parameters with checkpoints.load_params (as the evaluate, analysis and export
 # commands do) and writes them, flattened, to an .npz file.
 _LOAD_PARAMS = """
 import sys
 import jax
 import numpy as np
 from flax import traverse_util
-from samtone_jax import launch, run_dir
+from samtone_jax import checkpoints, launch
 
 model_dir, out = sys.argv[1:]
 model, macros = launch.read_run([f"{model_dir}/config.gin"], ["TASK_FEATURE_LENGTHS"])
-params = run_dir.load_params(model, model_dir, macros["TASK_FEATURE_LENGTHS"])
+params = checkpoints.load_params(model, model_dir, macros["TASK_FEATURE_LENGTHS"])
 assert len(jax.devices()) == 1
 np.savez(out, **{"/".join(k): np.asarray(v)
                  for k, v in traverse_util.flatten_dict(params).items()})
@@ -52,7 +55,7 @@ def test_load_params_restores_a_checkpoint_of_8_devices_on_1(tfds_dir, tmp_path)
   model, macros = launch.read_run([str(tmp_path / "run" / "config.gin")],
                                   ["TASK_FEATURE_LENGTHS"])
   mesh = partitioning.create_mesh(2)
-  params = traverse_util.flatten_dict(run_dir.load_params(
+  params = traverse_util.flatten_dict(checkpoints.load_params(
       model, tmp_path / "run", macros["TASK_FEATURE_LENGTHS"], mesh))
   split = {"/".join(k) for k, v in params.items() if "model" in v.sharding.spec}
   assert any("mlp" in name for name in split) and any("attention" in name for name in split)
@@ -60,3 +63,12 @@ def test_load_params_restores_a_checkpoint_of_8_devices_on_1(tfds_dir, tmp_path)
   assert per_device < 0.75 * sum(v.size for v in params.values())
   for name, value in params.items():
     np.testing.assert_array_equal(np.asarray(value), saved["/".join(name)], err_msg=name)
+
+
+def test_every_process_pins_process_0s_step(tiny_run, monkeypatch):
+  """Process 0 found step 4; this process, looking a moment later, finds step 8 (saved in
+  between): it loads and labels step 4 too."""
+  run = tiny_run[1]
+  assert checkpoints.pinned_checkpoint(run) == (run / "checkpoints" / "8", 8)
+  monkeypatch.setattr(multihost_utils, "broadcast_one_to_all", lambda value: value * 0 + 4)
+  assert checkpoints.pinned_checkpoint(run) == (run / "checkpoints" / "4", 4)

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import pytest
 
-from samtone_jax import export, launch, pretrained, run_dir, train
+from samtone_jax import checkpoints, export, launch, loop, pretrained, run_dir, settings
 from tests import processes
 from tests.test_train import _params
 
@@ -65,7 +65,7 @@ def _train(model_dir: pathlib.Path, env: dict[str, str], *flags: str) -> tuple[i
 def runs(subprocess_env, tmp_path_factory):
   """An uninterrupted run of 12 steps, and one stopped at step 8 (checkpoints 4 and 8)."""
   root = tmp_path_factory.mktemp("damage")
-  for name, flags in (("whole", ()), ("stopped", ("--gin.train_lib.train.steps_per_run=8",))):
+  for name, flags in (("whole", ()), ("stopped", ("--gin.settings.Checkpointing.steps_per_run=8",))):
     code, log = _train(root / name, subprocess_env, *flags)
     assert code == 0, log[-3000:]
   stopped = run_dir.RunDir(root / "stopped")
@@ -98,7 +98,7 @@ def test_strict_restore_refuses_and_moves_nothing(runs, subprocess_env, tmp_path
   truncate(array_file(run.checkpoint(8)))
   code, log = _train(run.path, subprocess_env, "--gin.STRICT_RESTORE=True")
   assert code != 0 and "TrainingError" in log
-  assert re.search(r"train: the checkpoint of step 8 \(.*checkpoints/8\) does not"
+  assert re.search(r"checkpoints: the checkpoint of step 8 \(.*checkpoints/8\) does not"
                    r" restore: .*STRICT_RESTORE = True refuses", log), log[-3000:]
   assert run.checkpoint(8).is_dir() and not (run.path / "damaged").exists()
 
@@ -110,7 +110,7 @@ def test_no_checkpoint_that_restores_stops_the_run_and_moves_nothing(runs, subpr
     truncate(array_file(run.checkpoint(step)))
   code, log = _train(run.path, subprocess_env)
   assert code != 0 and "TrainingError" in log
-  assert re.search(r"train: no checkpoint of .* restores \(step 8: .*; step 4: .*\)\."
+  assert re.search(r"checkpoints: no checkpoint of .* restores \(step 8: .*; step 4: .*\)\."
                    r" Nothing was moved", log), log[-3000:]
   assert run.checkpoint(8).is_dir() and run.checkpoint(4).is_dir()
   assert not (run.path / "damaged").exists()
@@ -124,11 +124,11 @@ def test_evaluate_and_export_name_the_newest_good_checkpoint(runs, tmp_path):
   message = (rf"the checkpoint of step 8 \({run.checkpoint(8)}\) does not restore: .* The"
              rf" newest checkpoint that does is step 4: {run.checkpoint(4)}\.")
   with pytest.raises(pretrained.CheckpointError, match="CHECKPOINT_PATH=.*" + message) as e:
-    run_dir.load_params(model, run.path, lengths)
+    checkpoints.load_params(model, run.path, lengths)
   assert e.value.__context__ is None and e.value.__cause__ is None  # not the storage layer's
   with pytest.raises(pretrained.CheckpointError, match="--checkpoint=.*" + message):
     export.export(str(run.path), str(tmp_path / "exported"))
-  jax.tree.map(np.testing.assert_array_equal, run_dir.load_params(model, run.checkpoint(4),
+  jax.tree.map(np.testing.assert_array_equal, checkpoints.load_params(model, run.checkpoint(4),
                                                                   lengths),
                _params(runs / "stopped", 4))
 
@@ -140,8 +140,9 @@ def test_a_checkpoint_that_cannot_be_moved_aside_stops_the_run_with_the_reason(t
   for folder in (run.checkpoint(8), run.input_position(8)):
     folder.mkdir(parents=True)
   (run.path / "damaged").write_text("")
-  checkpointer = train._Checkpointer(run, batches=None, keep=3, strict=False)
-  with pytest.raises(train.TrainingError, match=rf"the checkpoint of step 8 .* could not be"
+  checkpointer = checkpoints.Checkpointer(run, batches=None,
+                                         checkpointing=settings.Checkpointing())
+  with pytest.raises(loop.TrainingError, match=rf"the checkpoint of step 8 .* could not be"
                      rf" moved aside to {run.path / 'damaged' / '8'}: (FileExistsError|"
                      r"NotADirectoryError): .* aside by hand\."):
     checkpointer._move_aside(8)  # pylint: disable=protected-access
@@ -175,7 +176,7 @@ def test_two_processes_name_the_same_newest_good_checkpoint(runs, tmp_path):
 
 
 TWO_PROCESS_FLAGS = ("--gin.TRAIN_STEPS=12", "--gin.CHECKPOINT_PERIOD=4",
-                     "--gin.train_lib.train.input_shards=2")
+                     "--gin.settings.Data.input_shards=2")
 
 
 def _train_on_two_processes(model_dir: pathlib.Path, env: dict[str, str], *flags: str,
@@ -205,7 +206,7 @@ def _train_on_two_processes(model_dir: pathlib.Path, env: dict[str, str], *flags
 def stopped_on_two_processes(subprocess_env, tmp_path_factory):
   """The run of `_train_on_two_processes` stopped at step 8 (checkpoints 4 and 8)."""
   model_dir = tmp_path_factory.mktemp("two_processes") / "stopped"
-  _train_on_two_processes(model_dir, subprocess_env, "--gin.train_lib.train.steps_per_run=8")
+  _train_on_two_processes(model_dir, subprocess_env, "--gin.settings.Checkpointing.steps_per_run=8")
   return model_dir
 
 

@@ -14,7 +14,7 @@ import sentence_transformers
 import sentencepiece as spm
 import transformers
 
-from samtone_jax import embedder, export, launch, pretrained, retrieval, run_dir
+from samtone_jax import checkpoints, embedder, export, launch, pretrained, retrieval
 from samtone_jax.tasks import quickstart, vocabularies
 # The tiny quickstart run of the training tests, and the data folder it needs.
 from tests.test_train import _run, tfds_dir  # pylint: disable=unused-import
@@ -48,7 +48,7 @@ def _jax_model(run):
                                     ["TASK_FEATURE_LENGTHS", "MIXTURE_OR_TASK_NAME"])
   lengths = settings["TASK_FEATURE_LENGTHS"]
   vocabulary = embedder.task_vocabulary(settings["MIXTURE_OR_TASK_NAME"])
-  return model, run_dir.load_params(model, str(run), lengths), lengths, vocabulary
+  return model, checkpoints.load_params(model, str(run), lengths), lengths, vocabulary
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)

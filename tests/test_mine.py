@@ -244,10 +244,10 @@ def _dense_reference(tiny_run, extra, top_n, skip_top, margin):
   """Each pair's negatives by numpy over the whole corpus, embedded in memory by the run's
   latest checkpoint (step 8): the corpus is the pairs' passages, then `extra`."""
   import seqio  # pylint: disable=g-import-not-at-top
-  from samtone_jax import embedder, partitioning, retrieval, run_dir  # pylint: disable=g-import-not-at-top
+  from samtone_jax import checkpoints, embedder, partitioning, retrieval  # pylint: disable=g-import-not-at-top
   model, run, lengths = tiny_run
   mesh = partitioning.create_mesh()
-  params = run_dir.load_params(model, run / "checkpoints" / "8", lengths, mesh)
+  params = checkpoints.load_params(model, run / "checkpoints" / "8", lengths, mesh)
   encode_queries, encode_passages = embedder.encoders(model)
   queries = list(dict.fromkeys(q for q, _ in DENSE_PAIRS))
   corpus = [p for _, p in DENSE_PAIRS] + list(extra)

@@ -24,7 +24,7 @@ def test_two_processes_train_as_one_process_with_four_devices(subprocess_env, tm
   run reads both shards into the same global batches. Parameters, checkpoints, input
   positions and the examples of each step agree."""
   flags = [f"--gin.TRAIN_STEPS={STEPS}", "--gin.CHECKPOINT_PERIOD=3",
-           "--gin.train_lib.train.input_shards=2", "--gin.train_lib.train.log_example_ids=True"]
+           "--gin.settings.Data.input_shards=2", "--gin.train_lib.train.log_example_ids=True"]
   port = processes.free_port()
   procs = [processes.start_training(tmp_path / "two", tmp_path / f"process{i}.log", *flags,
                                     *processes.cluster_flags(port, i), devices=2,

@@ -212,7 +212,7 @@ def test_train_and_evaluate_own_data_through_the_command_line(folder, subprocess
        f"--gin.VALIDATION_FILES=['{folder / 'dev.tsv'}']", "--gin.EVAL_SPLIT='validation'",
        "--gin.TRAIN_STEPS=6", "--gin.BATCH_SIZE=8", "--gin.CHECKPOINT_PERIOD=6",
        "--gin.EVAL_PERIOD=6", "--gin.TASK_FEATURE_LENGTHS={'queries': 16, 'passages': 32}",
-       "--gin.train_lib.train.eval_batches=2", *common],
+       "--gin.settings.Evaluation.batches=2", *common],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
   assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
   metrics = json.loads((run / "metrics.json").read_text())

@@ -18,13 +18,13 @@ import pytest
 import seqio
 
 import samtone_jax.tasks  # pylint: disable=unused-import
-from samtone_jax import inputs, launch, run_dir, train
+from samtone_jax import checkpoints, inputs, launch, loop, run_dir, train
 from samtone_jax.tasks import vocabularies
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY_RUN = ["TRAIN_STEPS = 12", "BATCH_SIZE = 16", "CHECKPOINT_PERIOD = 4", "EVAL_PERIOD = 4",
             "TASK_FEATURE_LENGTHS = {'queries': 16, 'passages': 32}",
-            "train_lib.train.eval_batches = 2", "train_lib.train.log_period = 4",
+            "settings.Evaluation.batches = 2", "train_lib.train.log_period = 4",
             "t5.T5Config.d_model = 32", "t5.T5Config.d_ff = 32", "t5.T5Config.num_layers = 1",
             "t5.T5Config.dropout_rate = 0.1"]
 
@@ -50,7 +50,7 @@ def _run(model_dir, *bindings):
 def _params(model_dir, step):
   """The parameters of a checkpoint, whatever devices and processes saved it (as the evaluate
   command reads them; the model is only needed for pretrained folders)."""
-  return run_dir.load_params(None, run_dir.RunDir(model_dir).checkpoint(step), {})
+  return checkpoints.load_params(None, run_dir.RunDir(model_dir).checkpoint(step), {})
 
 
 def test_resumed_run_equals_uninterrupted_run(tfds_dir, tmp_path):
@@ -64,7 +64,7 @@ def test_resumed_run_equals_uninterrupted_run(tfds_dir, tmp_path):
       "retrieval/stdlib_code_search_test/P@1"]
   assert list((tmp_path / "whole" / "summaries").glob("events.out.tfevents*"))
 
-  _run(tmp_path / "parts", "train_lib.train.steps_per_run = 8")  # as if stopped at 8
+  _run(tmp_path / "parts", "settings.Checkpointing.steps_per_run = 8")  # as if stopped at 8
   assert ocp.CheckpointManager((tmp_path / "parts" / "checkpoints").absolute()).latest_step() == 8
   resumed = _run(tmp_path / "parts")  # the same MODEL_DIR: resumes at step 8
   assert resumed["step"] == 12
@@ -97,7 +97,7 @@ NO_EVALUATION = ("EVAL_SPLIT = None", "EVAL_TASKS = []")
 
 def test_a_poisoned_batch_stops_the_run_naming_its_step(tfds_dir, tmp_path, poison):
   poison(6)
-  with pytest.raises(train.TrainingError, match="non-finite training metrics at step 6"):
+  with pytest.raises(loop.TrainingError, match="non-finite training metrics at step 6"):
     _run(tmp_path, *NO_EVALUATION)
   assert ocp.CheckpointManager(tmp_path.absolute() / "checkpoints").all_steps() == [4]
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(_params(tmp_path, 4)))
@@ -156,9 +156,9 @@ def test_skip_nonfinite_goes_on_and_counts_the_poisoned_step(tfds_dir, tmp_path,
     ("GRAD_CACHE_CHUNK = 0", "GRAD_CACHE_CHUNK=0"),
     ("CHECKPOINT_PERIOD = 0", "CHECKPOINT_PERIOD=0"),
     ("EVAL_PERIOD = -1", "EVAL_PERIOD=-1"),
-    ("train_lib.train.keep_checkpoints = 0", "keep_checkpoints=0"),
-    ("train_lib.train.steps_per_run = 0", "steps_per_run=0"),
-    ("train_lib.train.input_shards = 3", "multiple of the 3 input shards"),
+    ("settings.Checkpointing.keep = 0", "settings.Checkpointing.keep=0"),
+    ("settings.Checkpointing.steps_per_run = 0", "settings.Checkpointing.steps_per_run=0"),
+    ("settings.Data.input_shards = 3", "multiple of the 3 input shards"),
     ("REQUIRE_INITIAL_CHECKPOINT = True", "INITIAL_CHECKPOINT_PATH=None: this experiment"
                                           " fine-tunes pretrained T5 v1.1 towers"),
     ("EVAL_TASKS = ['beir:/x/my eval', 'beir:/x/my_eval']",
@@ -253,7 +253,7 @@ def test_initial_checkpoint_path_starts_the_towers(tfds_dir, tmp_path):
                               relative_attention_max_distance=128)
   _, tower = pretrained.load_hf_t5_encoder(tmp_path / "t5")
   _run(tmp_path / "run", f"INITIAL_CHECKPOINT_PATH = '{tmp_path / 't5'}'",
-       "train_lib.train.steps_per_run = 1", "LEARNING_RATE = 1e-12")
+       "settings.Checkpointing.steps_per_run = 1", "LEARNING_RATE = 1e-12")
   params = _params(tmp_path / "run", 1)
   for name in ("query_tower", "passage_tower"):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), params[name], tower)
