@@ -27,13 +27,13 @@ Reports each run's wall seconds (data writing excluded) and peak RSS, and
 "dense_peak_rss_ratio": the dense run's peak RSS at the largest size over the smallest's
 (bounded memory: at most 1.3). Writes benchmarks/results/mining_scale.json.
 
-Duration of the default sizes on 2 CPU cores without AVX-512: about 1.5 hours, estimated
-from small runs' rates on such a machine (shared): dense ~45 minutes (embedding 1.2M texts
-at ~800 a second, searching 1e11 query-passage pairs at ~9e7 a second), BM25 ~30 minutes
-(indexing ~6,000 passages a second, retrieving ~7.5e7 query-passage pairs a second). The
-progress is printed with each run's time. A smoke run, about a minute:
-`python benchmarks/mining_scale.py --sizes 50x500 --chunk_rows 128 --query_batch 16
---out /tmp/mining_scale.json`.
+Duration of the default sizes on 2 CPU cores: about 1.6 hours, estimated from small runs'
+rates on such a machine (shared): dense ~45 minutes (embedding 1.2M texts at ~800 a second,
+searching 1e11 query-passage pairs at ~9e7 a second), BM25 ~50 minutes (indexing ~9,500
+passages a second, retrieving ~8e7 query-passage pairs a second, in the mining run and
+again in the bm25_index run). The progress is printed with each run's time. A smoke run,
+about a minute: `python benchmarks/mining_scale.py --sizes 50x500 --chunk_rows 128
+--query_batch 16 --out /tmp/mining_scale.json`.
 """
 
 import argparse

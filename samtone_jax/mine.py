@@ -40,7 +40,8 @@ they are refused, naming what differs (it may hold embeddings you want kept). Th
 are searched `chunk_rows` documents and `query_batch` queries at a time
 (`retrieval.sharded_top_k`), and each deeper search for short pools searches them again for
 those queries only: no host holds the corpus's token ids or embeddings, whatever the
-numbers of queries and passages. BM25 mining indexes the corpus in memory.
+numbers of queries and passages. BM25 mining indexes the corpus in memory and searches it
+`query_batch` queries at a time.
 
 The output has one line per input pair, {"query", "passage", "negatives"} (and the input's
 ids as given, strings or numbers, with "negative_ids" beside passage ids), for the task
