@@ -62,7 +62,8 @@ _POSSESSIVE = regex.compile(r"['\u2019\uff07][sS]$")
 _PORTER = Stemmer.Stemmer("porter")
 # Texts analysed at a time while indexing: only a batch's words are ever held as strings.
 ANALYSIS_BATCH = 10_000
-# Queries searched at a time: their words, and bm25s's [N] float32 scores of each, in memory.
+# Queries searched at a time: one `bm25s` call's memory grows with its queries (30,000
+# against 300k passages took 2.2 GB more than 1,024 at a time).
 QUERY_BATCH = 4096
 
 
