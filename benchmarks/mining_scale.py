@@ -13,25 +13,31 @@ process: wall time and peak RSS, and the mined negatives against an in-memory ru
 - dense: MINE_TOP_N 30 with the quickstart model (models/t5_1_1_quickstart.gin, an SDE of
   random parameters saved as a training run's checkpoint), 64 tokens, batch 512, shards of
   SHARD_SIZE rows searched --chunk_rows documents and --query_batch queries at a time.
-- bm25: MINE_TOP_N 30 with BM25, the corpus analysed `bm25.ANALYSIS_BATCH` texts at a time.
-- At the smallest size each part is run again as an in-memory run (dense: chunk_rows >= N
-  and query_batch >= Q, over the same shards; bm25: the whole corpus one analysis batch),
-  and "identical" says whether every pair's negatives are the same.
+- bm25: MINE_TOP_N 30 with BM25, the corpus analysed `bm25.ANALYSIS_BATCH` texts and the
+  queries searched --query_batch at a time; and, in a process of its own, `bm25.index` of
+  the corpus and `bm25.retrieve` of the queries (k = MINE_TOP_N + 1) alone ("bm25_index":
+  the seconds of each, the RSS once the texts are read, the index's arrays' size (its
+  vocabulary not counted), the peak RSS of indexing and of the whole).
+- At the smallest size each mining part is run again as an in-memory run (dense: chunk_rows
+  >= N and query_batch >= Q, over the same shards; bm25: the whole corpus one analysis
+  batch, the queries one batch), and "identical" says whether every pair's negatives are
+  the same.
 
 Reports each run's wall seconds (data writing excluded) and peak RSS, and
 "dense_peak_rss_ratio": the dense run's peak RSS at the largest size over the smallest's
 (bounded memory: at most 1.3). Writes benchmarks/results/mining_scale.json.
 
-Duration of the default sizes on 2 CPU cores without AVX-512: about 1.5 hours, estimated
-from small runs' rates on such a machine (shared): dense ~45 minutes (embedding 1.2M texts
-at ~800 a second, searching 1e11 query-passage pairs at ~9e7 a second), BM25 ~30 minutes
-(indexing ~6,000 passages a second, retrieving ~7.5e7 query-passage pairs a second). The
-progress is printed with each run's time. A smoke run, about a minute:
-`python benchmarks/mining_scale.py --sizes 50x500 --chunk_rows 128 --query_batch 16
---out /tmp/mining_scale.json`.
+Duration of the default sizes on 2 CPU cores: about 1.6 hours, estimated from small runs'
+rates on such a machine (shared): dense ~45 minutes (embedding 1.2M texts at ~800 a second,
+searching 1e11 query-passage pairs at ~9e7 a second), BM25 ~50 minutes (indexing ~9,500
+passages a second, retrieving ~8e7 query-passage pairs a second, in the mining run and
+again in the bm25_index run). The progress is printed with each run's time. A smoke run,
+about a minute: `python benchmarks/mining_scale.py --sizes 50x500 --chunk_rows 128
+--query_batch 16 --out /tmp/mining_scale.json`.
 """
 
 import argparse
+import importlib
 import json
 import logging
 import pathlib
@@ -86,11 +92,48 @@ def save_checkpoint(directory: pathlib.Path) -> None:
   manager.wait_until_finished()
 
 
+def _rss_mib() -> float:
+  """This process's resident memory now (VmRSS), MiB."""
+  with open("/proc/self/status", encoding="ascii") as f:
+    return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+
+
+def _peak_rss_mib() -> float:
+  import resource  # pylint: disable=g-import-not-at-top
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bm25_index(data: pathlib.Path, query_batch: int) -> dict:
+  """`bm25.index` of the corpus that `mine` searches (the pairs' passages, then the BEIR
+  corpus) and `bm25.retrieve` of the pairs' queries, timed apart, in this process."""
+  importlib.import_module("bm25s")  # its import (JAX's backend) counts before the texts
+  from samtone_jax import beir_format, bm25, pairs_format  # pylint: disable=g-import-not-at-top
+  pairs = list(pairs_format.read_examples(str(data / "pairs.jsonl")))
+  corpus = [pair["passage"] for pair in pairs]
+  corpus += beir_format.read_corpus(str(data / "corpus.jsonl")).values()
+  queries = [pair["query"] for pair in pairs]
+  del pairs
+  texts_mib = _rss_mib()
+  start = time.perf_counter()
+  index = bm25.index(corpus)
+  index_seconds, index_peak = time.perf_counter() - start, _peak_rss_mib()
+  index_mib = sum(part.nbytes for part in index.scores.values()
+                  if hasattr(part, "nbytes")) / 2**20
+  start = time.perf_counter()
+  bm25.retrieve(index, queries, TOP_N + 1, query_batch)
+  return dict(method="bm25_index", in_memory=False, passages=len(corpus),
+              queries=len(queries), analysis_batch=bm25.ANALYSIS_BATCH,
+              query_batch=query_batch, texts_rss_mib=texts_mib, index_seconds=index_seconds,
+              index_mib=index_mib, index_peak_rss_mib=index_peak,
+              search_seconds=time.perf_counter() - start,
+              seconds=index_seconds + time.perf_counter() - start,
+              peak_rss_mib=_peak_rss_mib())
+
+
 def mine_one(method: str, data: pathlib.Path, out: str, in_memory: bool, chunk_rows: int,
              query_batch: int) -> dict:
   """One `mine.mine` run over the files in `data`, in this process (module docstring); a
   dense one first saves the checkpoint in data/run where none is (not timed)."""
-  import resource  # pylint: disable=g-import-not-at-top
   import gin  # pylint: disable=g-import-not-at-top
   from samtone_jax import bm25, mine  # pylint: disable=g-import-not-at-top
   sizes = json.loads((data / "sizes.json").read_text())
@@ -102,8 +145,9 @@ def mine_one(method: str, data: pathlib.Path, out: str, in_memory: bool, chunk_r
   if method == "bm25":
     if in_memory:
       gin.bind_parameter("bm25.search.analysis_batch", sizes["passages"])
-    counts = mine.mine(method="bm25", **files)
-    options = {"analysis_batch": sizes["passages"] if in_memory else bm25.ANALYSIS_BATCH}
+    options = {"analysis_batch": sizes["passages"] if in_memory else bm25.ANALYSIS_BATCH,
+               "query_batch": sizes["queries"] if in_memory else query_batch}
+    counts = mine.mine(method="bm25", query_batch=options["query_batch"], **files)
   else:
     from samtone_jax import launch  # pylint: disable=g-import-not-at-top
     from samtone_jax.tasks import vocabularies  # pylint: disable=g-import-not-at-top
@@ -116,8 +160,7 @@ def mine_one(method: str, data: pathlib.Path, out: str, in_memory: bool, chunk_r
                        embeddings_dir=str(data / "embeddings"), shard_size=SHARD_SIZE,
                        **options, **files)
   return dict(counts, method=method, in_memory=in_memory, **options,
-              seconds=time.perf_counter() - start,
-              peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+              seconds=time.perf_counter() - start, peak_rss_mib=_peak_rss_mib())
 
 
 def same_negatives(a: str, b: str) -> bool:
@@ -148,7 +191,7 @@ def main() -> None:
   parser.add_argument("--chunk_rows", type=int, default=20_000,
                       help="documents searched at a time by the dense runs")
   parser.add_argument("--query_batch", type=int, default=1024,
-                      help="queries searched at a time by the dense runs")
+                      help="queries searched at a time by the dense and BM25 runs")
   parser.add_argument("--out", type=pathlib.Path,
                       default=ROOT / "benchmarks" / "results" / "mining_scale.json")
   parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)  # method, data, out
@@ -158,8 +201,9 @@ def main() -> None:
     method, data, out = args.child
     logging.basicConfig(format="  %(asctime)s %(name)s: %(message)s")
     logging.getLogger("samtone_jax").setLevel(logging.INFO)  # the progress
-    print(json.dumps(mine_one(method, pathlib.Path(data), out, args.in_memory,
-                              args.chunk_rows, args.query_batch)))
+    print(json.dumps(bm25_index(pathlib.Path(data), args.query_batch) if method == "bm25_index"
+                     else mine_one(method, pathlib.Path(data), out, args.in_memory,
+                                   args.chunk_rows, args.query_batch)))
     return
 
   def child(method, data, out, in_memory=False):  # a fresh process: its peak RSS is its own
@@ -192,6 +236,13 @@ def main() -> None:
           results["runs"].append(run)
           print(f"  {run['seconds']:.1f} s, peak RSS {run['peak_rss_mib']:.0f} MiB"
                 + (f", identical: {run['identical']}" if in_memory else ""), flush=True)
+      if "bm25" in args.parts:
+        run = dict(child("bm25_index", data, ""), size=f"{queries}x{size}")
+        results["runs"].append(run)
+        print(f"{queries}x{size} bm25 index: {run['index_seconds']:.1f} s, arrays of"
+              f" {run['index_mib']:.0f} MiB (peak {run['index_peak_rss_mib']:.0f} MiB);"
+              f" search {run['search_seconds']:.1f} s; peak RSS {run['peak_rss_mib']:.0f} MiB",
+              flush=True)
   streamed = lambda method: [r for r in results["runs"]
                              if r["method"] == method and not r["in_memory"]]
   for method in args.parts:
@@ -201,9 +252,9 @@ def main() -> None:
     peaks = [r["peak_rss_mib"] for r in streamed("dense")]
     results["dense_peak_rss_ratio"] = peaks[-1] / peaks[0]
   results["total_seconds"] = time.perf_counter() - began
-  print(f"{'size':>16} {'method':>6} {'in memory':>9} {'seconds':>9} {'peak MiB':>9}")
+  print(f"{'size':>16} {'method':>10} {'in memory':>9} {'seconds':>9} {'peak MiB':>9}")
   for run in results["runs"]:
-    print(f"{run['size']:>16} {run['method']:>6} {str(run['in_memory']):>9}"
+    print(f"{run['size']:>16} {run['method']:>10} {str(run['in_memory']):>9}"
           f" {run['seconds']:>9.1f} {run['peak_rss_mib']:>9.0f}")
   print({k: v for k, v in results.items() if k.endswith(("_identical", "_ratio"))})
   args.out.parent.mkdir(parents=True, exist_ok=True)

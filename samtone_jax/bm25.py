@@ -62,6 +62,9 @@ _POSSESSIVE = regex.compile(r"['\u2019\uff07][sS]$")
 _PORTER = Stemmer.Stemmer("porter")
 # Texts analysed at a time while indexing: only a batch's words are ever held as strings.
 ANALYSIS_BATCH = 10_000
+# Queries searched at a time: one `bm25s` call's memory grows with its queries (30,000
+# against 300k passages took 2.2 GB more than 1,024 at a time).
+QUERY_BATCH = 4096
 
 
 def _stem(words: list[str]) -> list[str]:
@@ -115,35 +118,64 @@ def analyze_ids(texts: Sequence[str], batch_size: int = ANALYSIS_BATCH
       ids=WordIds(np.frombuffer(ids, np.int32), np.frombuffer(offsets, np.int64)), vocab=vocab)
 
 
+def index(corpus: Sequence[str], *, k1: float = 0.9, b: float = 0.4,
+          analysis_batch: int = ANALYSIS_BATCH) -> "bm25s.BM25":
+  """BM25's index of `corpus` (N texts), analysed `analysis_batch` texts at a time
+  (`analyze_ids`; the index does not depend on it); k1, b: BM25's term-frequency saturation
+  and length normalisation."""
+  retriever = _bm25s().BM25(k1=k1, b=b, method="lucene")
+  retriever.index(analyze_ids(corpus, analysis_batch), show_progress=False)
+  return retriever
+
+
+def retrieve(retriever: "bm25s.BM25", queries: Sequence[str], k: int,
+             query_batch: int = QUERY_BATCH) -> tuple[np.ndarray, np.ndarray]:
+  """The top `k` documents of each query in an `index`, `query_batch` queries analysed and
+  searched at a time (the results do not depend on it).
+
+  Returns:
+    (scores [Q, k] float32, indices [Q, k] int64 into the indexed corpus), best first, as
+    `retrieval.sharded_top_k`'s. A query with fewer than k documents sharing a word with it
+    gets score-0 documents after those.
+  """
+  num_docs = retriever.scores["num_docs"]
+  if not 0 < k <= num_docs:
+    raise ValueError(f"k={k} must be in [1, {num_docs}] (the corpus size).")
+  if query_batch < 1:
+    raise ValueError(f"query_batch={query_batch} must be at least 1.")
+  scores = np.zeros((len(queries), k), np.float32)
+  indices = np.zeros((len(queries), k), np.int64)
+  for start in range(0, len(queries), query_batch):
+    part = slice(start, start + query_batch)
+    indices[part], scores[part] = retriever.retrieve(analyze(queries[part]), k=k,
+                                                     show_progress=False)
+  return scores, indices
+
+
 @gin.configurable(module="bm25")
 def search(corpus: Sequence[str], queries: Sequence[str], k: int, *, k1: float = 0.9,
-           b: float = 0.4, analysis_batch: int = ANALYSIS_BATCH
-           ) -> tuple[np.ndarray, np.ndarray]:
-  """The top `k` documents of each query by BM25.
+           b: float = 0.4, analysis_batch: int = ANALYSIS_BATCH,
+           query_batch: int = QUERY_BATCH) -> tuple[np.ndarray, np.ndarray]:
+  """The top `k` documents of each query by BM25: `retrieve` from `index(corpus)`.
 
   Args:
     corpus: N document texts.
     queries: Q query texts.
     k: results a query (at most N).
-    k1, b: BM25's term-frequency saturation and length normalisation.
-    analysis_batch: texts analysed at a time (`analyze_ids`); the results do not depend on it.
+    k1, b, analysis_batch: as `index`'s.
+    query_batch: queries searched at a time (`retrieve`); the results do not depend on it.
 
   Returns:
-    (indices [Q, k] int into `corpus`, scores [Q, k] float32), best first. A query with
-    fewer than k documents sharing a word with it gets score-0 documents after those.
+    (scores [Q, k] float32, indices [Q, k] int64 into `corpus`), best first.
   """
-  if not 0 < k <= len(corpus):
-    raise ValueError(f"k={k} must be in [1, {len(corpus)}] (the corpus size).")
-  retriever = _bm25s().BM25(k1=k1, b=b, method="lucene")
-  retriever.index(analyze_ids(corpus, analysis_batch), show_progress=False)
-  indices, scores = retriever.retrieve(analyze(queries), k=k, show_progress=False)
-  return np.asarray(indices), np.asarray(scores, np.float32)
+  return retrieve(index(corpus, k1=k1, b=b, analysis_batch=analysis_batch), queries, k,
+                  query_batch)
 
 
 def evaluate(eval_set: data_files.RetrievalSet, k: int = 1000
              ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
   """BM25's (metrics, run) on an evaluation set, as `evaluator.evaluate_set` scores a model."""
   query_ids, doc_ids = list(eval_set.qrels), list(eval_set.corpus)
-  indices, scores = search([eval_set.corpus[d] for d in doc_ids],
+  scores, indices = search([eval_set.corpus[d] for d in doc_ids],
                            [eval_set.queries[q] for q in query_ids], min(k, len(doc_ids)))
   return retrieval.scored_run(eval_set, query_ids, doc_ids, scores, indices)

@@ -40,7 +40,8 @@ they are refused, naming what differs (it may hold embeddings you want kept). Th
 are searched `chunk_rows` documents and `query_batch` queries at a time
 (`retrieval.sharded_top_k`), and each deeper search for short pools searches them again for
 those queries only: no host holds the corpus's token ids or embeddings, whatever the
-numbers of queries and passages. BM25 mining indexes the corpus in memory.
+numbers of queries and passages. BM25 mining indexes the corpus in memory and searches it
+`query_batch` queries at a time.
 
 The output has one line per input pair, {"query", "passage", "negatives"} (and the input's
 ids as given, strings or numbers, with "negative_ids" beside passage ids), for the task
@@ -108,8 +109,8 @@ def mined_pools(search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray
   the whole corpus for every query.
 
   Args:
-    search: (query indices [m], depth) -> (ranked [m, depth] document indices, best first;
-      their scores [m, depth]).
+    search: (query indices [m], depth) -> (scores [m, depth], their document indices
+      [m, depth], best first), as `retrieval.sharded_top_k`'s.
     queries: [P] each pair's query index.
     excluded: [P] each pair's documents that are none of its negatives (its positives...).
     wanted: [P] the negatives each pair takes at most.
@@ -128,7 +129,7 @@ def mined_pools(search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray
     rows = sorted({queries[i] for i in todo})
     row_of = {q: r for r, q in enumerate(rows)}
     _LOG.info("Searching %d queries %d deep.", len(rows), depth)
-    ranked, scores = search(np.asarray(rows), depth)
+    scores, ranked = search(np.asarray(rows), depth)
     for i in todo:
       r = row_of[queries[i]]
       pools[i] = negatives(ranked[r], scores[r], excluded[i], top_n=wanted[i],
@@ -189,8 +190,9 @@ def mine(*, input_files: Sequence[str] = gin.REQUIRED, output_file: str = gin.RE
       `<output_file>.embeddings`, whose embeddings of other texts or another model are
       replaced; those of a directory named here are refused instead).
     shard_size: rows a shard of embeddings.
-    chunk_rows, query_batch: documents and queries searched at a time
-      (`retrieval.sharded_top_k`).
+    chunk_rows: documents searched at a time (dense: `retrieval.sharded_top_k`).
+    query_batch: queries searched at a time (dense: `retrieval.sharded_top_k`; BM25:
+      `bm25.search`).
 
   Returns:
     Counts, the same in every process: pairs, queries, corpus, and pairs whose pool holds
@@ -251,7 +253,8 @@ def mine(*, input_files: Sequence[str] = gin.REQUIRED, output_file: str = gin.RE
   wanted = [top_n - len(pair.given) if keep else top_n for pair in pairs]
   depth = top_n + skip_top + max(map(len, excluded))
   if method == "bm25":
-    search = lambda rows, k: bm25.search(corpus.texts, [queries.texts[q] for q in rows], k)
+    search = lambda rows, k: bm25.search(corpus.texts, [queries.texts[q] for q in rows], k,
+                                         query_batch=query_batch)
     max_scores = None
   else:
     if model is None or checkpoint_path is None or task_feature_lengths is None:
@@ -269,11 +272,9 @@ def mine(*, input_files: Sequence[str] = gin.REQUIRED, output_file: str = gin.RE
     shards = embed.encode_corpus(embeddings_dir or f"{output_file}.embeddings",
                                  _RowTexts(corpus.texts), shard_size=shard_size,
                                  replace=embeddings_dir is None)
-
-    def search(rows, k):
-      scores, ranked = retrieval.sharded_top_k(embed.mesh, _Rows(query_emb, rows), shards, k,
-                                               chunk_rows=chunk_rows, query_batch=query_batch)
-      return ranked, scores
+    search = lambda rows, k: retrieval.sharded_top_k(
+        embed.mesh, _Rows(query_emb, rows), shards, k, chunk_rows=chunk_rows,
+        query_batch=query_batch)
     max_scores = None if margin is None else [
         score - margin for score in _positive_scores(pairs, query_emb, shards)]
   mined = mined_pools(search, [pair.q for pair in pairs], excluded, wanted,

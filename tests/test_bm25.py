@@ -50,7 +50,7 @@ QUERY_TOKENS = {"running shoes": ["run", "shoe"], "Rain, shops!": ["rain", "shop
                 "what is it": ["what"]}
 
 
-def _lucene_bm25(docs, query, k1=0.9, b=0.4):
+def lucene_bm25(docs, query, k1=0.9, b=0.4):
   """Lucene's BM25 (since Lucene 8, without the constant factor k1 + 1) of each document
   of `docs` (lists of analysed tokens) for `query` (its tokens, a repeated one counting
   each time); dl is a document's number of analysed tokens."""
@@ -73,8 +73,8 @@ def test_corpus_tokens_are_the_analysis():
 
 @pytest.mark.parametrize("query", list(QUERY_TOKENS))
 def test_scores_are_lucenes_bm25_of_the_analysed_tokens(query):
-  indices, scores = bm25.search(CORPUS, [query], k=len(CORPUS))
-  want = _lucene_bm25(CORPUS_TOKENS, QUERY_TOKENS[query])
+  scores, indices = bm25.search(CORPUS, [query], k=len(CORPUS))
+  want = lucene_bm25(CORPUS_TOKENS, QUERY_TOKENS[query])
   assert sorted(indices[0]) == list(range(len(CORPUS)))
   np.testing.assert_allclose(scores[0], want[indices[0]], rtol=1e-5, atol=1e-6)
   assert list(scores[0]) == sorted(scores[0], reverse=True)
@@ -100,13 +100,28 @@ def test_ids_are_the_analysis_in_batches():
   assert sorted(tokenized.vocab.values()) == list(range(len(tokenized.vocab)))
 
 
-def test_search_in_batches_is_bm25s_over_the_analysed_words():
+@pytest.mark.parametrize("analysis_batch, query_batch", [(4, 2), (len(MANY), 6), (23, 1)])
+def test_search_in_batches_is_bm25s_over_the_analysed_words(analysis_batch, query_batch):
+  """bm25s over the whole analysis in one call: the same documents and scores whatever the
+  batches (2 does not divide 5 queries); each score is Lucene's BM25 of the analysed words."""
   import bm25s  # pylint: disable=g-import-not-at-top
   queries = ["running shoes", "rain 3", "number 5 dollars", "what", "17"]
   reference = bm25s.BM25(k1=0.9, b=0.4, method="lucene")
   reference.index(bm25.analyze(MANY), show_progress=False)
   want_indices, want_scores = reference.retrieve(bm25.analyze(queries), k=10,
                                                  show_progress=False)
-  indices, scores = bm25.search(MANY, queries, k=10, analysis_batch=4)
+  scores, indices = bm25.search(MANY, queries, k=10, analysis_batch=analysis_batch,
+                                query_batch=query_batch)
+  assert scores.shape == indices.shape == (len(queries), 10)
   np.testing.assert_array_equal(indices, want_indices)
   np.testing.assert_array_equal(scores, np.asarray(want_scores, np.float32))
+  for q, words in enumerate(bm25.analyze(queries)):
+    np.testing.assert_allclose(scores[q], lucene_bm25(bm25.analyze(MANY), words)[indices[q]],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_search_checks_k_and_the_query_batch():
+  with pytest.raises(ValueError, match=r"k=6 must be in \[1, 5\]"):
+    bm25.search(CORPUS, ["shoe"], k=6)
+  with pytest.raises(ValueError, match="query_batch=0 must be at least 1"):
+    bm25.search(CORPUS, ["shoe"], k=2, query_batch=0)

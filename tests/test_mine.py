@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from samtone_jax import bm25, data_files, metrics, mine
+from tests import test_bm25
 
 CORPUS = ["the cat sat on the mat", "dogs chase cats", "a cat and a dog play",
           "stock markets fell sharply", "the dog sat", "cats purr softly on mats"]
@@ -108,7 +109,7 @@ def test_mined_pools_search_deeper_until_the_margin_leaves_enough():
   def search(rows, depth):
     calls.append((rows.tolist(), depth))
     ranked = np.argsort(-scores[rows], axis=1, kind="stable")[:, :depth]
-    return ranked, np.take_along_axis(scores[rows], ranked, axis=1)
+    return np.take_along_axis(scores[rows], ranked, axis=1), ranked
 
   max_scores = [scores[q, p] - 0.05 for q, p in enumerate(positives)]
   excluded = [{p} for p in positives]
@@ -316,6 +317,26 @@ def test_dense_mining_reuses_its_shards_and_remakes_them_for_other_texts(tiny_ru
   with pytest.raises(data_files.DataError, match=r"meta.json: .*another corpus or model:"
                                                  r" texts_sha256"):
     _mine_dense(tiny_run, files, out, top_n=4, embeddings_dir=str(shards))
+
+
+@pytest.mark.parametrize("query_batch", [2, 4096])
+def test_bm25_mining_is_lucenes_bm25_over_the_whole_corpus(tmp_path, query_batch):
+  """The corpus of the dense tests: each pair's negatives are the rule's over Lucene's BM25
+  of every document, written out by hand; 2 queries a batch (2 does not divide 9) mine the
+  same as all at once."""
+  files = _dense_files(tmp_path)
+  out = tmp_path / "mined.jsonl"
+  counts = mine.mine(input_files=[files[0]], corpus_files=[files[1]], output_file=str(out),
+                     method="bm25", top_n=5, skip_top=1, query_batch=query_batch)
+  assert counts == {"pairs": 10, "queries": 9, "corpus": 34, "short": 0}
+  queries = list(dict.fromkeys(q for q, _ in DENSE_PAIRS))
+  corpus = [p for _, p in DENSE_PAIRS] + DENSE_EXTRA
+  words = bm25.analyze(corpus)
+  positives = {q: {corpus.index(p) for q2, p in DENSE_PAIRS if q2 == q} for q in queries}
+  want = [[corpus[d] for d in _reference_pool(
+      test_bm25.lucene_bm25(words, bm25.analyze([q])[0]), positives[q], 5, 1, np.inf)]
+          for q, _ in DENSE_PAIRS]
+  assert [g["negatives"] for g in _read_jsonl(out)] == want
 
 
 # Slow (two JAX processes): the default run covers mining from shards in one process
