@@ -8,10 +8,9 @@ import subprocess
 import sys
 import time
 
-from tests.test_train import TINY_RUN
+from tests.training import ROOT, TINY_RUN
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-# The tiny run of test_train, without evaluation, as command-line flags.
+# The tiny run of tests/training.py, without evaluation, as command-line flags.
 TINY_FLAGS = ["--gin_file=experiments/quickstart.gin", *(f"--gin.{b}" for b in TINY_RUN),
               "--gin.EVAL_SPLIT=None", "--gin.EVAL_TASKS=[]"]
 
