@@ -1,8 +1,10 @@
 """Helpers of the tests that run JAX in subprocesses: free ports, `python -m
-samtone_jax.train` of the tiny run on N simulated CPU devices, bounded waits, logs."""
+samtone_jax.train` of the tiny run on N simulated CPU devices, bounded waits, logs, and the
+check that a run's log is quiet."""
 
 import os
 import pathlib
+import re
 import socket
 import subprocess
 import sys
@@ -79,3 +81,11 @@ def logs(folder) -> str:
   """The ends of the *.log files in `folder`, for assertion messages."""
   return "\n".join(f"--- {f.name}\n{f.read_text(errors='replace')[-3000:]}"
                    for f in sorted(pathlib.Path(folder).glob("*.log")))
+
+
+def assert_quiet(log: str) -> None:
+  """A successful run on CPU prints no error line, and nothing about CUDA (gin's search for
+  its include files, TensorFlow's GPU probing)."""
+  noisy = [line for line in log.splitlines() if re.search(r"\bERROR\b|cuda|cuInit", line,
+                                                          re.IGNORECASE)]
+  assert not noisy, noisy

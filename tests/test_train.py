@@ -18,6 +18,7 @@ import pytest
 import samtone_jax.tasks  # pylint: disable=unused-import
 from samtone_jax import inputs, launch, train
 from samtone_jax.tasks import vocabularies
+from tests import processes
 from tests.training import ROOT, TINY_RUN, run_training, trained_params
 
 
@@ -173,14 +174,6 @@ def test_two_evaluation_folders_of_one_name_are_reported_apart(tfds_dir, tmp_pat
   assert final["retrieval/beir_b_eval/Recall@10"] == 1  # its 8 documents, each query's among
 
 
-def _assert_quiet(log: str) -> None:
-  """A successful run on CPU prints no error line, and nothing about CUDA (gin's search for
-  its include files, TensorFlow's GPU probing)."""
-  noisy = [line for line in log.splitlines() if re.search(r"\bERROR\b|cuda|cuInit", line,
-                                                          re.IGNORECASE)]
-  assert not noisy, noisy
-
-
 def test_sigterm_writes_a_checkpoint_and_exits(tmp_path):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
   command = [sys.executable, "-m", "samtone_jax.train", "--gin_file=experiments/quickstart.gin",
@@ -204,7 +197,7 @@ def test_sigterm_writes_a_checkpoint_and_exits(tmp_path):
   log = "".join(lines) + out
   assert proc.returncode == 0, log[-3000:]
   assert "saving step" in log, log[-3000:]
-  _assert_quiet(log)
+  processes.assert_quiet(log)
   step = ocp.CheckpointManager(tmp_path.absolute() / "checkpoints").latest_step()
   assert step and step >= 50, log[-3000:]
   assert (tmp_path / "input_positions" / str(step)).is_dir()
@@ -228,54 +221,3 @@ def test_initial_checkpoint_path_starts_the_towers(tfds_dir, tmp_path):
   with pytest.raises(pretrained.CheckpointError, match="num_layers: checkpoint 1, model 2"):
     run_training(tmp_path / "other", f"INITIAL_CHECKPOINT_PATH = '{tmp_path / 't5'}'",
                  "t5.T5Config.num_layers = 2")
-
-
-def test_evaluate_command_reproduces_the_training_evaluation(tfds_dir, tmp_path, monkeypatch):
-  """`python -m samtone_jax.evaluate` on a run's config.gin and MODEL_DIR gives the metrics
-  that the run reported, and writes metrics.json and a TREC run file. Both embed the corpus
-  into shards (training does so above STREAMED_CORPUS documents)."""
-  monkeypatch.setattr(train, "STREAMED_CORPUS", 0)
-  final = run_training(tmp_path / "run", "TRAIN_STEPS = 4")
-  meta = json.loads((tmp_path / "run" / "eval_embeddings" / "stdlib_code_search_test" /
-                     "meta.json").read_text())
-  assert meta["checkpoint"] == str(tmp_path / "run") and meta["step"] == 4
-  assert meta["rows"] > 100
-  done = subprocess.run(
-      [sys.executable, "-m", "samtone_jax.evaluate",
-       f"--gin_file={tmp_path / 'run' / 'config.gin'}", "--gin_file=runs/eval.gin",
-       f"--gin.CHECKPOINT_PATH='{tmp_path / 'run'}'",
-       "--gin.EVAL_TASKS=['stdlib_code_search_test']"],
-      cwd=ROOT, capture_output=True, text=True, timeout=600,
-      env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8"), check=False)
-  assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-  _assert_quiet(done.stdout + done.stderr)
-  written = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
-  got = written["stdlib_code_search_test"]
-  for name in ("P@1", "MRR", "nDCG@10", "Recall@100"):
-    assert got[name] == pytest.approx(final[f"retrieval/stdlib_code_search_test/{name}"],
-                                      abs=1e-6)
-  assert (tmp_path / "run" / "eval" / "embeddings" / "stdlib_code_search_test" /
-          "shard-00000.npy").is_file()
-  lines = (tmp_path / "run" / "eval" / "stdlib_code_search_test.trec").read_text().splitlines()
-  qid, q0, doc, rank, score, tag = lines[0].split()
-  assert (q0, rank, tag) == ("Q0", "1", "samtone_jax") and float(score)
-
-
-def test_analysis_command_writes_three_figures_and_numbers(tfds_dir, tmp_path):
-  import matplotlib.image  # pylint: disable=g-import-not-at-top
-  for name, loss in (("softmax", "none"), ("samtone", "query")):
-    run_training(tmp_path / name, "TRAIN_STEPS = 4", f"SAME_TOWER = '{loss}'")
-  done = subprocess.run(
-      [sys.executable, "-m", "samtone_jax.analysis", f"--checkpoint={tmp_path / 'softmax'}",
-       f"--checkpoint={tmp_path / 'samtone'}", "--task=stdlib_code_search_test",
-       f"--out={tmp_path / 'figures'}", "--sample=100"],
-      cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
-  assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-  for name in ("figure1_tsne", "figure5_top1_similarity", "figure6_qq_over_qp"):
-    image = matplotlib.image.imread(tmp_path / "figures" / f"{name}.png")
-    assert image.shape[0] > 200 and image.shape[1] > 300 and image.std() > 0.01, name
-  summary = json.loads((tmp_path / "figures" / "analysis.json").read_text())
-  assert set(summary) == {"softmax", "samtone"}
-  for stats in summary.values():
-    assert -1 <= stats["top1_similarity"]["mean"] <= 1
-    assert stats["alignment"]["to_positive"] > 0 and stats["alignment"]["to_nearest_query"] > 0
