@@ -1,8 +1,6 @@
 """The registered SeqIO tasks and evaluation sets, end to end from files in official formats."""
 
 import pathlib
-import subprocess
-import sys
 
 import pytest
 import seqio
@@ -122,17 +120,6 @@ def test_real_evaluation_sets(shared_data, monkeypatch):
 def test_unknown_evaluation_set_lists_the_known_ones():
   with pytest.raises(KeyError, match="beir_nfcorpus"):
     eval_sets.get("beir_nfcorpuss")
-
-
-def test_prepare_data_command(tmp_path):
-  """The command, as a user runs it (a process of its own: seqio remembers TFDS folders)."""
-  done = subprocess.run(
-      [sys.executable, "-m", "samtone_jax.prepare_data", "stdlib_code_search",
-       "--tfds_data_dir", str(tmp_path)], capture_output=True, text=True, timeout=300,
-      check=False)
-  assert done.returncode == 0, done.stderr[-3000:]
-  assert "stdlib_code_search: prepared" in done.stdout
-  assert list(tmp_path.glob("stdlib_code_search/*/1.0.0/*train.tfrecord*"))
 
 
 def test_t5_vocabulary_path_is_read_at_first_use_from_gin_or_the_environment(monkeypatch):
