@@ -1,5 +1,5 @@
 """The TFDS builders of tasks/, with TFDS's own DatasetBuilderTestCase on dummy-data folders
-written in the official formats (by the reader tests' fixtures)."""
+written in the official formats (the reader tests' fixtures, tests/format_files.py)."""
 
 import pathlib
 import tempfile
