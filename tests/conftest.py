@@ -32,6 +32,16 @@ def shared_data():
   return SHARED_DATA
 
 
+@pytest.fixture(scope="module")
+def tfds_dir(tmp_path_factory):
+  """A TFDS data folder for the module's tests, where the tasks' datasets (the quickstart's)
+  are prepared on first use, as training in this process prepares them."""
+  import seqio  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path_factory.mktemp("tfds"))
+  seqio.set_tfds_data_dir_override(path)
+  yield path
+  seqio.set_tfds_data_dir_override(None)
+
 
 @pytest.fixture(scope="session")
 def subprocess_env(tmp_path_factory) -> dict[str, str]:

@@ -1,17 +1,18 @@
 """Helpers of the tests that run JAX in subprocesses: free ports, `python -m
-samtone_jax.train` of the tiny run on N simulated CPU devices, bounded waits, logs."""
+samtone_jax.train` of the tiny run on N simulated CPU devices, bounded waits, logs, and the
+check that a run's log is quiet."""
 
 import os
 import pathlib
+import re
 import socket
 import subprocess
 import sys
 import time
 
-from tests.test_train import TINY_RUN
+from tests.training import ROOT, TINY_RUN
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-# The tiny run of test_train, without evaluation, as command-line flags.
+# The tiny run of tests/training.py, without evaluation, as command-line flags.
 TINY_FLAGS = ["--gin_file=experiments/quickstart.gin", *(f"--gin.{b}" for b in TINY_RUN),
               "--gin.EVAL_SPLIT=None", "--gin.EVAL_TASKS=[]"]
 
@@ -80,3 +81,11 @@ def logs(folder) -> str:
   """The ends of the *.log files in `folder`, for assertion messages."""
   return "\n".join(f"--- {f.name}\n{f.read_text(errors='replace')[-3000:]}"
                    for f in sorted(pathlib.Path(folder).glob("*.log")))
+
+
+def assert_quiet(log: str) -> None:
+  """A successful run on CPU prints no error line, and nothing about CUDA (gin's search for
+  its include files, TensorFlow's GPU probing)."""
+  noisy = [line for line in log.splitlines() if re.search(r"\bERROR\b|cuda|cuInit", line,
+                                                          re.IGNORECASE)]
+  assert not noisy, noisy

@@ -1,6 +1,6 @@
-"""BEIR folders read, on small fixtures in BEIR's format and on the real NFCorpus zip."""
+"""BEIR folders read, on small fixtures in BEIR's format (tests/format_files.py) and on the
+real NFCorpus zip."""
 
-import json
 import logging
 import zipfile
 
@@ -9,51 +9,13 @@ import pytest
 from samtone_jax import beir_format
 from samtone_jax.data_files import DataError
 from tests import data_errors
-
-
-def _jsonl(*records):
-  return "".join(json.dumps(r) + "\n" for r in records)
-
-
-def _qrels(*rows):
-  """A BEIR qrels file: header, TAB-separated, CRLF line endings."""
-  return "".join(f"{q}\t{d}\t{s}\r\n" for q, d, s in [("query-id", "corpus-id", "score"),
-                                                       *rows])
-
-
-# Ids look numeric but are strings ("0012" and "12" are different documents); query "0012"
-# is also a corpus id, as in ArguAna. Document "e" is empty.
-CORPUS = _jsonl(
-    {"_id": "0012", "title": "", "text": "Fish oil and the heart.", "metadata": {}},
-    {"_id": "12", "title": "Vitamin D", "text": "Sunlight makes it.", "metadata": {"url": "u"}},
-    {"_id": "MED-ü", "title": "Café au lait ☕", "text": "", "metadata": {}},
-    {"_id": "e", "title": "", "text": " ", "metadata": {}},
-)
-QUERIES = _jsonl(
-    {"_id": "0012", "text": "fish oil", "metadata": {}},
-    {"_id": "7", "text": "vitamin D sources"},
-    {"_id": "8", "text": "unjudged query"},
-    {"_id": "9", "text": "coffee ☕"},
-)
-FILES = {
-    "corpus.jsonl": CORPUS,
-    "queries.jsonl": QUERIES,
-    "qrels/test.tsv": _qrels(("7", "12", 2), ("7", "0012", 0), ("9", "MED-ü", 1)),
-    "qrels/train.tsv": _qrels(("9", "MED-ü", 1), ("7", "0012", 0), ("0012", "0012", 1),
-                              ("7", "12", 1), ("9", "e", 1)),
-}
-
-
-def _write(path, content):
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
-  return path
+from tests.format_files import BEIR_FILES, jsonl, qrels, write
 
 
 @pytest.fixture
 def folder(tmp_path):
-  for name, content in FILES.items():
-    _write(tmp_path / "myset" / name, content)
+  for name, content in BEIR_FILES.items():
+    write(tmp_path / "myset" / name, content)
   return tmp_path / "myset"
 
 
@@ -64,7 +26,7 @@ def test_read_corpus_joins_title_and_text(folder):
 
 
 def test_read_corpus_without_title_as_beir_loader(tmp_path):
-  path = _write(tmp_path / "corpus.jsonl", _jsonl({"_id": "1", "text": "no title"}))
+  path = write(tmp_path / "corpus.jsonl", jsonl({"_id": "1", "text": "no title"}))
   assert beir_format.read_corpus(path) == {"1": "no title"}
 
 
@@ -92,7 +54,7 @@ def test_eval_set_judged_queries_whole_corpus(folder):
 def test_eval_set_from_the_zip(folder, tmp_path):
   archive = tmp_path / "myset.zip"
   with zipfile.ZipFile(archive, "w") as zf:
-    for name in FILES:
+    for name in BEIR_FILES:
       zf.write(folder / name, f"myset/{name}")
   assert beir_format.eval_set(f"{archive}/myset") == beir_format.eval_set(folder)
 
@@ -122,26 +84,26 @@ def test_training_pairs_score_above_zero_in_order(folder, caplog):
     (b'{"_id": "1", "text": "a"}\n{"_id": "2", "text": "\xe9"}\n', 2, "not UTF-8"),
 ])
 def test_bad_corpus(tmp_path, content, line, message):
-  path = _write(tmp_path / "corpus.jsonl", content)
+  path = write(tmp_path / "corpus.jsonl", content)
   error = data_errors.raised(beir_format.read_corpus, path)
   assert (error.path, error.line) == (str(path), line)
   assert message in str(error) and str(error).startswith(f"{path}:{line}: ")
 
 
 def test_bad_queries(tmp_path):
-  path = _write(tmp_path / "queries.jsonl", '{"_id": "1", "text": "a"}\n{"_id": "2"}\n')
+  path = write(tmp_path / "queries.jsonl", '{"_id": "1", "text": "a"}\n{"_id": "2"}\n')
   error = data_errors.raised(beir_format.read_queries, path)
   assert (error.path, error.line) == (str(path), 2) and "missing field 'text'" in str(error)
 
 
 @pytest.mark.parametrize("content, line, message", [
     ("7\t12\t1\r\n", 1, "expected the header ['query-id', 'corpus-id', 'score']"),
-    (_qrels(("7", "12", 1)) + "7\t13\r\n", 3, "expected 3 tab-separated fields, got 2"),
-    (_qrels(("7", "12", 1), ("7", "13", "1.0")), 3, "the score '1.0' is not an integer"),
-    (_qrels(("7", "12", 1), ("8", "12", 1), ("7", "12", 2)), 4, "judged 2, but 1 on line 2"),
+    (qrels(("7", "12", 1)) + "7\t13\r\n", 3, "expected 3 tab-separated fields, got 2"),
+    (qrels(("7", "12", 1), ("7", "13", "1.0")), 3, "the score '1.0' is not an integer"),
+    (qrels(("7", "12", 1), ("8", "12", 1), ("7", "12", 2)), 4, "judged 2, but 1 on line 2"),
 ])
 def test_bad_qrels(tmp_path, content, line, message):
-  path = _write(tmp_path / "test.tsv", content)
+  path = write(tmp_path / "test.tsv", content)
   error = data_errors.raised(beir_format.read_qrels, path)
   assert (error.path, error.line) == (str(path), line)
   assert message in str(error)
@@ -152,13 +114,13 @@ def test_bad_qrels(tmp_path, content, line, message):
     (("007", "12", 1), "unknown query id '007'"),
 ])
 def test_training_unknown_id(folder, row, message):
-  path = _write(folder / "qrels/train.tsv", _qrels(("7", "12", 1), row))
+  path = write(folder / "qrels/train.tsv", qrels(("7", "12", 1), row))
   error = data_errors.raised(beir_format.iter_training_examples, folder)
   assert (error.path, error.line) == (str(path), 3) and message in str(error)
 
 
 def test_eval_set_unknown_document(folder):
-  _write(folder / "qrels/test.tsv", _qrels(("7", "12", 1), ("7", "13", 1)))
+  write(folder / "qrels/test.tsv", qrels(("7", "12", 1), ("7", "13", 1)))
   with pytest.raises(DataError, match=r"1 unknown document ids \(e.g. \['13'\]\)"):
     beir_format.eval_set(folder)
 

@@ -1,5 +1,5 @@
 """The TFDS builders of tasks/, with TFDS's own DatasetBuilderTestCase on dummy-data folders
-written in the official formats (by the reader tests' fixtures)."""
+written in the official formats (the reader tests' fixtures, tests/format_files.py)."""
 
 import pathlib
 import tempfile
@@ -7,13 +7,13 @@ import tempfile
 import tensorflow_datasets as tfds
 
 from samtone_jax.tasks import msmarco, multireqa, quickstart
-from tests import test_msmarco, test_multireqa
+from tests import format_files
 
 
 def _dummy_msmarco() -> str:
   folder = pathlib.Path(tempfile.mkdtemp(prefix="dummy_msmarco_"))
-  for name, content in test_msmarco.FILES.items():
-    test_msmarco._write(folder / name, content)  # pylint: disable=protected-access
+  for name, content in format_files.MSMARCO_FILES.items():
+    format_files.write(folder / name, content)
   return str(folder)
 
 
@@ -21,9 +21,9 @@ def _dummy_multireqa() -> str:
   root = pathlib.Path(tempfile.mkdtemp(prefix="dummy_multireqa_"))
   for split in ("train", "dev"):
     for path, records in zip(multireqa.paths(root, "SQuAD", split),
-                             (test_multireqa.MRQA_RECORDS, test_multireqa.CANDIDATES)):
+                             (format_files.MRQA_RECORDS, format_files.CANDIDATES)):
       pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
-      test_multireqa._write(path, records)  # pylint: disable=protected-access
+      format_files.write_json_lines(path, records)
   return str(root)
 
 

@@ -12,7 +12,7 @@ from flax import traverse_util
 from jax.experimental import multihost_utils
 
 from samtone_jax import checkpoints, launch, partitioning
-from tests.test_train import ROOT, _params, _run, tfds_dir  # pylint: disable=unused-import
+from tests.training import ROOT, run_training, trained_params
 
 # Loads a run's parameters with checkpoints.load_params (as the evaluate, analysis and export
 # commands do) and writes them, flattened, to an .npz file.
@@ -36,10 +36,10 @@ def test_load_params_restores_a_checkpoint_of_8_devices_on_1(tfds_dir, tmp_path)
   """A checkpoint saved with the weights split over a 4x2 mesh of 8 devices loads, exactly,
   in a process with one device (a TPU-trained run evaluated or exported on a laptop)."""
   assert jax.device_count() == 8
-  _run(tmp_path / "run", "TRAIN_STEPS = 1", "NUM_PARTITIONS = 2", "EVAL_SPLIT = None",
-       "EVAL_TASKS = []")
+  run_training(tmp_path / "run", "TRAIN_STEPS = 1", "NUM_PARTITIONS = 2", "EVAL_SPLIT = None",
+               "EVAL_TASKS = []")
   saved = {"/".join(k): np.asarray(v)
-           for k, v in traverse_util.flatten_dict(_params(tmp_path / "run", 1)).items()}
+           for k, v in traverse_util.flatten_dict(trained_params(tmp_path / "run", 1)).items()}
   done = subprocess.run(
       [sys.executable, "-c", _LOAD_PARAMS, str(tmp_path / "run"), str(tmp_path / "loaded.npz")],
       cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,

@@ -7,7 +7,7 @@ one more restart is killed once two checkpoints exist, and an array file of the 
 cut to half its size: the last restart moves it aside and resumes from the one before.
 
 Marked slow (a few minutes): `pytest -m slow tests/test_crash_campaign.py -s` runs the
-campaigns of 3 and of 10 kills (README, "Reliability"). The default run checks resuming
+campaigns of 3 and of 10 kills (docs/reliability.md). The default run checks resuming
 after a stop (tests/test_train.py) and from a damaged checkpoint
 (tests/test_damaged_checkpoints.py).
 """
@@ -26,8 +26,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tests import processes
-from tests.test_damaged_checkpoints import array_file, truncate
-from tests.test_train import _params
+from tests.checkpoint_files import array_file, truncate
+from tests.training import trained_params
 
 STEPS, PERIOD = 40, 4
 FLAGS = [f"--gin.TRAIN_STEPS={STEPS}", f"--gin.CHECKPOINT_PERIOD={PERIOD}",
@@ -152,8 +152,8 @@ def test_killed_and_resumed_training_equals_an_uninterrupted_run(subprocess_env,
         f" them during a checkpoint write: {survived}")
   assert during_writes >= kills // 2
 
-  jax.tree.map(np.testing.assert_array_equal, _params(crashed, STEPS),
-               _params(tmp_path / "whole", STEPS))
+  jax.tree.map(np.testing.assert_array_equal, trained_params(crashed, STEPS),
+               trained_params(tmp_path / "whole", STEPS))
   history, reference = _history(crashed), _history(tmp_path / "whole")
   assert sorted(history) == list(range(1, STEPS + 1))
   assert history == reference

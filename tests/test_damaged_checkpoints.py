@@ -21,17 +21,8 @@ import pytest
 
 from samtone_jax import checkpoints, export, launch, loop, pretrained, run_dir, settings
 from tests import processes
-from tests.test_train import _params
-
-def truncate(path: pathlib.Path) -> None:
-  """Cuts a file to half its size."""
-  data = path.read_bytes()
-  path.write_bytes(data[:len(data) // 2])
-
-
-def array_file(checkpoint: pathlib.Path) -> pathlib.Path:
-  """The largest file of a checkpoint: array data (TensorStore's OCDBT data file)."""
-  return max((p for p in checkpoint.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+from tests.checkpoint_files import array_file, truncate
+from tests.training import trained_params
 
 
 def metadata_file(checkpoint: pathlib.Path) -> pathlib.Path:
@@ -90,7 +81,8 @@ def test_a_damaged_checkpoint_is_moved_aside_and_the_run_resumes_from_the_one_be
   assert "Resumed from step 4" in log and run.latest_step() == 12
   moved = run.path / "damaged" / "8"
   assert (moved / "checkpoint").is_dir() and (moved / "input_position").is_dir()
-  jax.tree.map(np.testing.assert_array_equal, _params(run.path, 12), _params(runs / "whole", 12))
+  jax.tree.map(np.testing.assert_array_equal, trained_params(run.path, 12),
+               trained_params(runs / "whole", 12))
 
 
 def test_strict_restore_refuses_and_moves_nothing(runs, subprocess_env, tmp_path):
@@ -130,7 +122,7 @@ def test_evaluate_and_export_name_the_newest_good_checkpoint(runs, tmp_path):
     export.export(str(run.path), str(tmp_path / "exported"))
   jax.tree.map(np.testing.assert_array_equal, checkpoints.load_params(model, run.checkpoint(4),
                                                                   lengths),
-               _params(runs / "stopped", 4))
+               trained_params(runs / "stopped", 4))
 
 
 def test_a_checkpoint_that_cannot_be_moved_aside_stops_the_run_with_the_reason(tmp_path):

@@ -1,16 +1,22 @@
 """`evaluate` in process: one row a set, embeddings made again when what made them changed,
-and one checkpoint step a command."""
+and one checkpoint step a command; `python -m samtone_jax.evaluate` on a trained run gives
+the metrics that training reported."""
 
 import dataclasses
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import seqio
 
-from samtone_jax import embedding_shards, evaluate, run_dir
+from samtone_jax import embedding_shards, evaluate, run_dir, train
 from samtone_jax.tasks import vocabularies
+from tests import processes
+from tests.training import ROOT, run_training
 
 WORDS = ["apple", "banana", "cherry", "date", "elder", "fig", "grape", "hazel", "iris", "jam"]
 CORPUS = {f"d{i}": f"{WORDS[i % 10]} {WORDS[(3 * i) % 10]} {WORDS[(7 * i) % 10]} {i}"
@@ -96,3 +102,34 @@ def test_the_checkpoint_is_looked_up_once(tiny_run, beir_folder, tmp_path, monke
                         checkpoint_path=str(run / "checkpoints" / str(step)))
         for step in (4, 8)}
   assert results == at[4] != at[8]
+
+
+def test_evaluate_command_reproduces_the_training_evaluation(tfds_dir, tmp_path, monkeypatch):
+  """`python -m samtone_jax.evaluate` on a run's config.gin and MODEL_DIR gives the metrics
+  that the run reported, and writes metrics.json and a TREC run file. Both embed the corpus
+  into shards (training does so above STREAMED_CORPUS documents)."""
+  monkeypatch.setattr(train, "STREAMED_CORPUS", 0)
+  final = run_training(tmp_path / "run", "TRAIN_STEPS = 4")
+  meta = json.loads((tmp_path / "run" / "eval_embeddings" / "stdlib_code_search_test" /
+                     "meta.json").read_text())
+  assert meta["checkpoint"] == str(tmp_path / "run") and meta["step"] == 4
+  assert meta["rows"] > 100
+  done = subprocess.run(
+      [sys.executable, "-m", "samtone_jax.evaluate",
+       f"--gin_file={tmp_path / 'run' / 'config.gin'}", "--gin_file=runs/eval.gin",
+       f"--gin.CHECKPOINT_PATH='{tmp_path / 'run'}'",
+       "--gin.EVAL_TASKS=['stdlib_code_search_test']"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600,
+      env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8"), check=False)
+  assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+  processes.assert_quiet(done.stdout + done.stderr)
+  written = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
+  got = written["stdlib_code_search_test"]
+  for name in ("P@1", "MRR", "nDCG@10", "Recall@100"):
+    assert got[name] == pytest.approx(final[f"retrieval/stdlib_code_search_test/{name}"],
+                                      abs=1e-6)
+  assert (tmp_path / "run" / "eval" / "embeddings" / "stdlib_code_search_test" /
+          "shard-00000.npy").is_file()
+  lines = (tmp_path / "run" / "eval" / "stdlib_code_search_test.trec").read_text().splitlines()
+  qid, q0, doc, rank, score, tag = lines[0].split()
+  assert (q0, rank, tag) == ("Q0", "1", "samtone_jax") and float(score)

@@ -16,8 +16,7 @@ import transformers
 
 from samtone_jax import checkpoints, embedder, export, launch, pretrained, retrieval
 from samtone_jax.tasks import quickstart, vocabularies
-# The tiny quickstart run of the training tests, and the data folder it needs.
-from tests.test_train import _run, tfds_dir  # pylint: disable=unused-import
+from tests.training import run_training
 
 ARCHITECTURES = ("sde", "ade", "ade_spl")
 # Code, indentation, runs of spaces, tabs and newlines, accents (composed or not), CJK, an
@@ -28,15 +27,15 @@ TEXTS = ["def add(a, b):\n    return a + b\n", "Return the sum of two numbers.",
 
 
 @pytest.fixture(scope="module")
-def exported(tfds_dir, tmp_path_factory):  # pylint: disable=redefined-outer-name
+def exported(tfds_dir, tmp_path_factory):  # pylint: disable=unused-argument
   """{architecture: (MODEL_DIR, exported folder)}: the tiny model, trained 2 steps each;
   only the ADE-SPL run ranks the held-out pool (for the model card)."""
   out = {}
   for architecture in ARCHITECTURES:
     root = tmp_path_factory.mktemp(architecture)
     pool = [] if architecture == "ade_spl" else ["EVAL_TASKS = []"]
-    _run(root / "run", "TRAIN_STEPS = 2", "EVAL_SPLIT = None", f"ARCHITECTURE = '{architecture}'",
-         *pool)
+    run_training(root / "run", "TRAIN_STEPS = 2", "EVAL_SPLIT = None",
+                 f"ARCHITECTURE = '{architecture}'", *pool)
     export.main([f"--checkpoint={root / 'run'}", f"--out={root / 'exported'}"])
     out[architecture] = root / "run", root / "exported"
   return out

@@ -5,8 +5,7 @@ the documented DataError naming the file (the quickstart's Python reader: the er
 skip a file); never another exception, a hang (hypothesis's deadline), or a partially
 written prepared dataset.
 
-The valid files are the reader tests' fixtures (tests/test_msmarco.py, test_beir_format.py,
-test_multireqa.py).
+The valid files are the reader tests' fixtures (tests/format_files.py).
 """
 
 import datetime
@@ -25,7 +24,7 @@ import tensorflow_datasets as tfds
 from samtone_jax import beir_format
 from samtone_jax.data_files import DataError
 from samtone_jax.tasks import msmarco, multireqa, quickstart
-from tests import test_beir_format, test_msmarco, test_multireqa
+from tests import format_files
 
 FUZZ = hypothesis.settings(max_examples=300, deadline=datetime.timedelta(seconds=20),
                            suppress_health_check=[hypothesis.HealthCheck.too_slow,
@@ -151,13 +150,13 @@ def _gz_lines(records) -> bytes:
   return gzip.compress("".join(json.dumps(r) + "\n" for r in records).encode(), mtime=0)
 
 
-MULTIREQA_FILES = {"SQuAD.jsonl.gz": _gz_lines(test_multireqa.MRQA_RECORDS),
-                   "candidates.json.gz": _gz_lines(test_multireqa.CANDIDATES)}
+MULTIREQA_FILES = {"SQuAD.jsonl.gz": _gz_lines(format_files.MRQA_RECORDS),
+                   "candidates.json.gz": _gz_lines(format_files.CANDIDATES)}
 
 
 @pytest.mark.parametrize("files, read", [
-    (test_msmarco.FILES, _msmarco),
-    (test_beir_format.FILES, _beir),
+    (format_files.MSMARCO_FILES, _msmarco),
+    (format_files.BEIR_FILES, _beir),
     (MULTIREQA_FILES, _multireqa),
 ], ids=["msmarco", "beir", "multireqa"])
 def test_mutated_files_give_data_errors(files, read):
@@ -183,8 +182,8 @@ def _zipped(files: dict) -> bytes:
 
 @FUZZ
 @hypothesis.given(st.one_of(
-    st.builds(_zipped, mutated_files(test_beir_format.FILES)),  # a mutated member
-    mutated(_zipped(test_beir_format.FILES))))  # a damaged archive
+    st.builds(_zipped, mutated_files(format_files.BEIR_FILES)),  # a mutated member
+    mutated(_zipped(format_files.BEIR_FILES))))  # a damaged archive
 def test_mutated_zip_gives_data_errors(archive):
   with tempfile.TemporaryDirectory() as folder:
     path = pathlib.Path(folder) / "myset.zip"
@@ -231,7 +230,7 @@ def test_mutated_python_files_give_the_documented_errors(source):
 
 
 @hypothesis.settings(FUZZ, max_examples=20)
-@hypothesis.given(mutated_files({k: test_msmarco.FILES[k] for k in (
+@hypothesis.given(mutated_files({k: format_files.MSMARCO_FILES[k] for k in (
     "collection.tsv", "queries.train.tsv", "qrels.train.tsv")}))
 def test_a_failed_build_writes_no_dataset(files):
   """Building the TFDS pairs (prepare_data) from a bad folder raises the DataError and

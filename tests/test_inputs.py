@@ -7,7 +7,7 @@ import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from samtone_jax import data_files, feature_converter, inputs, partitioning
+from samtone_jax import data_files, inputs, partitioning
 from samtone_jax.tasks import pairs, preprocessors
 
 VOCAB = seqio.ByteVocabulary()  # exact round trips of any text
@@ -126,13 +126,7 @@ def test_global_batches_resume_without_repeats_or_gaps(toy_task, tmp_path):
   np.testing.assert_array_equal(got, want)
 
 
-def test_converter_refuses_packing_and_missing_lengths(toy_task):
-  with pytest.raises(ValueError, match="packing"):
-    feature_converter.DualEncoderFeatureConverter(pack=True)
-  with pytest.raises(ValueError, match="passages"):
-    inputs.get_dataset(toy_task, "train", {"queries": 16}, 2)
-  with pytest.raises(ValueError, match="int >= 2"):
-    inputs.get_dataset(toy_task, "train", {"queries": 1, "passages": 8}, 2)
+def test_a_batch_not_a_multiple_of_the_devices_is_refused(toy_task):
   with pytest.raises(ValueError, match="multiple of the 8 devices"):
     inputs.GlobalBatches(toy_task, "train", {"queries": 32, "passages": 24}, 12,
                          partitioning.create_mesh())

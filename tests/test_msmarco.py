@@ -1,4 +1,5 @@
-"""The MS MARCO readers, on small fixtures written in the official file formats."""
+"""The MS MARCO readers, on small fixtures written in the official file formats
+(tests/format_files.py)."""
 
 import logging
 import zipfile
@@ -8,45 +9,14 @@ import pytest
 from samtone_jax.data_files import DataError
 from samtone_jax.tasks import msmarco
 from tests import data_errors
-
-# "café" encoded as UTF-8, read as Latin-1 and encoded again: the published collection's bytes.
-MOJIBAKE = "café".encode("utf-8").decode("latin-1").encode("utf-8")
-
-# Pids are neither contiguous nor sorted; "99" is an empty passage.
-COLLECTION = (b"7\tThe sky is blue.\n"
-              b"1000\tLe " + MOJIBAKE + b" au lait \n"
-              b"42\tGrass is green.\n"
-              b"3\tWater is wet.\n"
-              b"99\t\n")
-FILES = {
-    "collection.tsv": COLLECTION,
-    # Spaces and U+00A0 around the texts; "5" is blank once stripped.
-    "queries.train.tsv": "1\t what colour is the sky\u00a0\n2\tis grass\u00a0green \n5\t \u00a0\n",
-    "qrels.train.tsv": "1\t0\t1000\t1\n2\t0\t42\t1\n1\t0\t7\t1\n5\t0\t3\t1\n2\t0\t99\t1\n",
-    "queries.dev.tsv": "10\twhat is wet\n11\tunjudged query\n12\t  colour of\u00a0grass\n",
-    # Space-separated, as some releases are.
-    "qrels.dev.tsv": "10 0 3 1\n12 0 42 1\n12 0 7 1\n",
-    "triples.train.small.tsv": (
-        "  what colour is the sky\u00a0\tThe sky is blue.\tGrass is green.\n"
-        "is water wet\tWater is wet.\t\n"),
-    "qidpidtriples.train.full.2.tsv": "1\t7\t42\n2\t42\t1000\n",
-}
+from tests.format_files import MOJIBAKE, MSMARCO_FILES, write
 
 
 @pytest.fixture
 def data_dir(tmp_path):
-  for name, content in FILES.items():
-    path = tmp_path / name
-    if isinstance(content, bytes):
-      path.write_bytes(content)
-    else:
-      path.write_text(content, encoding="utf-8")
+  for name, content in MSMARCO_FILES.items():
+    write(tmp_path / name, content)
   return tmp_path
-
-
-def _write(path, content):
-  path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
-  return path
 
 
 def test_files_name_the_official_files():
@@ -77,7 +47,7 @@ def test_read_qrels_tab_and_space_separated(data_dir):
 
 
 def test_read_qrels_trec_dl_keeps_label_zero(tmp_path):
-  path = _write(tmp_path / "2019qrels-pass.txt",
+  path = write(tmp_path / "2019qrels-pass.txt",
                 "19335 Q0 1017759 0\n19335 Q0 1082489 1\n47923 Q0 1006732 3\n"
                 "47923 Q0 1006732 3\n")
   assert msmarco.read_qrels(path) == {
@@ -85,7 +55,7 @@ def test_read_qrels_trec_dl_keeps_label_zero(tmp_path):
 
 
 def test_ids_stay_strings(tmp_path):
-  path = _write(tmp_path / "queries.dev.tsv", "007\tq\n7\tr\n")
+  path = write(tmp_path / "queries.dev.tsv", "007\tq\n7\tr\n")
   assert msmarco.read_queries(path) == {"007": "q", "7": "r"}
 
 
@@ -139,7 +109,7 @@ def test_eval_set_judged_queries_whole_collection(data_dir):
 def test_eval_set_inside_a_zip(data_dir, tmp_path):
   archive = tmp_path / "msmarco.zip"
   with zipfile.ZipFile(archive, "w") as zf:
-    for name in FILES:
+    for name in MSMARCO_FILES:
       zf.write(data_dir / name, f"msmarco/{name}")
   assert msmarco.eval_set(f"{archive}/msmarco") == msmarco.eval_set(data_dir)
 
@@ -158,7 +128,7 @@ def test_eval_set_bad_split(data_dir):
     ("queries.dev.tsv", "1\ta\n1\t b\n", 2, "id '1' again (first on line 1)"),
 ])
 def test_bad_collection_or_queries(tmp_path, name, content, line, message):
-  path = _write(tmp_path / name, content)
+  path = write(tmp_path / name, content)
   read = msmarco.read_collection if name == "collection.tsv" else msmarco.read_queries
   error = data_errors.raised(read, path)
   assert (error.path, error.line) == (str(path), line)
@@ -172,7 +142,7 @@ def test_bad_collection_or_queries(tmp_path, name, content, line, message):
     (b"1 0 7 1\n\xc3\x28 0 7 1\n", 2, "not UTF-8"),
 ])
 def test_bad_qrels(tmp_path, content, line, message):
-  path = _write(tmp_path / "qrels.dev.tsv", content)
+  path = write(tmp_path / "qrels.dev.tsv", content)
   error = data_errors.raised(msmarco.read_qrels, path)
   assert (error.path, error.line) == (str(path), line)
   assert message in str(error)
@@ -189,14 +159,14 @@ def test_bad_qrels(tmp_path, content, line, message):
      "expected 3 tab-separated fields, got 2"),
 ])
 def test_bad_training_files(data_dir, name, content, negatives, line, message):
-  path = _write(data_dir / name, content)
+  path = write(data_dir / name, content)
   error = data_errors.raised(msmarco.iter_training_examples, data_dir, negatives=negatives)
   assert (error.path, error.line) == (str(path), line)
   assert message in str(error)
 
 
 def test_eval_set_unknown_passage(data_dir):
-  _write(data_dir / "qrels.dev.tsv", "10 0 3 1\n12 0 4242 1\n")
+  write(data_dir / "qrels.dev.tsv", "10 0 3 1\n12 0 4242 1\n")
   with pytest.raises(DataError,
                      match=r"qrels.dev.tsv: .*1 unknown document ids \(e.g. \['4242'\]"):
     msmarco.eval_set(data_dir)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests import processes
-from tests.test_train import _params
+from tests.training import trained_params
 
 DEADLINE_S = 600
 STEPS = 6
@@ -43,7 +43,7 @@ def test_two_processes_train_as_one_process_with_four_devices(subprocess_env, tm
   assert ids[0] == ids[1] and [r["step"] for r in ids[0]] == list(range(1, STEPS + 1))
   assert len(set(ids[0][0]["passage_ids"])) > 1  # a real batch, not a repeated example
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-               _params(tmp_path / "two", STEPS), _params(tmp_path / "one", STEPS))
+               trained_params(tmp_path / "two", STEPS), trained_params(tmp_path / "one", STEPS))
 
 
 @pytest.mark.slow  # as tests/test_multiprocess_loss.py's dead peer, through the training loop

@@ -1,8 +1,5 @@
-"""MultiReQA from MRQA files: fixtures in the published formats, and the real SQuAD / BioASQ.
-
-The fixtures are written here as the publishers write them: gzipped JSON lines, MRQA's header
-line and inclusive char spans, MultiReQA's candidate ids sorted as strings.
-"""
+"""MultiReQA from MRQA files: fixtures in the published formats (tests/format_files.py),
+and the real SQuAD / BioASQ."""
 
 import gzip
 import json
@@ -12,81 +9,15 @@ import pytest
 
 from samtone_jax.data_files import DataError, normalize_text
 from samtone_jax.tasks import multireqa
-
-# Context A: unicode and a tab inside; its sentences are MultiReQA's _0, _2 and _10 (an
-# index skipped, and "_10" sorts before "_2" as a string).
-A_SENTENCES = ("Zürich is the largest city in Switzerland.", "It lies on Lake Zürich.",
-               "The lake is 40 km long.")
-A_TEXT = "\t".join(A_SENTENCES[:2]) + " " + A_SENTENCES[2]
-# Context B repeats a sentence of A (both stay in the pool) and a question of A.
-B_SENTENCES = ("The lake is 40 km long.", "Its water is clean enough to drink.")
-B_TEXT = " ".join(B_SENTENCES)
-C_TEXT = "A context that MultiReQA does not list."
-
-
-def _qa(qid, question, *answers):
-  """An MRQA `qas` entry whose answers are (text, context) pairs, located by text."""
-  detected = []
-  for answer, context in answers:
-    start = context.index(answer)
-    span = [start, start + len(answer) - 1]  # inclusive, as MRQA
-    detected.append({"text": answer, "char_spans": [span], "token_spans": [[0, 0]]})
-  return {"qid": qid, "question": question, "id": "x", "answers": [a for a, _ in answers],
-          "detected_answers": detected}
-
-
-A_QAS = [
-    _qa("a1", "Which city is the largest in Switzerland?", ("Zürich", A_TEXT)),
-    # Two answers in two sentences, one of them listed twice (two annotators).
-    _qa("a2", "What lies on the lake?", ("Lake Zürich", A_TEXT), ("Lake Zürich", A_TEXT),
-        ("The lake", A_TEXT)),
-    _qa("a3", "Where is it?", ("Switzerland.\tIt lies", A_TEXT)),  # crosses a boundary
-    _qa("a4", "How long is the lake?", ("40 km", A_TEXT)),
-]
-B_QAS = [
-    _qa("b1", " How long is the\u00a0lake? ", ("40 km", B_TEXT)),  # a4, differently spaced
-    _qa("b2", "Is the water clean?", ("clean", B_TEXT)),
-]
-MRQA_RECORDS = [
-    {"header": {"dataset": "SQuAD", "split": "dev"}},
-    {"id": "", "context": A_TEXT, "qas": A_QAS},
-    {"context": B_TEXT, "qas": B_QAS},  # no context id
-    {"id": "c", "context": C_TEXT, "qas": [_qa("c1", "Which context?", ("context", C_TEXT))]},
-]
-KEY_A, KEY_B = "SQuAD_a1/a2/a3/a4", "SQuAD_b1/b2"
-KEY_ORPHAN = "SQuAD_z1"  # a group whose context is not in the MRQA file
-
-
-def _sentence_lines(key, context, sentences, indices):
-  """Candidate lines of a context's sentences, located by text."""
-  lines, start = [], 0
-  for sentence, index in zip(sentences, indices):
-    start = context.index(sentence, start)
-    lines.append({"candidate_id": f"{key}/_{index}", "response_start": start,
-                  "response_end": start + len(sentence)})
-  return lines
-
-
-CANDIDATES = sorted(
-    _sentence_lines(KEY_A, A_TEXT, A_SENTENCES, ("0", "2", "10"))
-    + _sentence_lines(KEY_B, B_TEXT, B_SENTENCES, ("0", "1"))
-    + [{"candidate_id": f"{KEY_ORPHAN}/_0", "response_start": 0, "response_end": 4}],
-    key=lambda r: r["candidate_id"])
-
-
-def _write(path, records):
-  """Writes JSON lines (gzipped if the name ends in .gz); a str record is written as is."""
-  text = "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records)
-  opener = gzip.open if str(path).endswith(".gz") else open
-  with opener(path, "wt", encoding="utf-8") as f:
-    f.write(text)
-  return path
+from tests.format_files import (A_QAS, A_SENTENCES, A_TEXT, B_SENTENCES, B_TEXT, C_TEXT,
+                                CANDIDATES, KEY_A, KEY_B, KEY_ORPHAN, MRQA_RECORDS, qa,
+                                write_json_lines)
 
 
 @pytest.fixture
 def files(tmp_path):
-  return (_write(tmp_path / "SQuAD.jsonl.gz", MRQA_RECORDS),
-          _write(tmp_path / "candidates.json.gz", CANDIDATES))
+  return (write_json_lines(tmp_path / "SQuAD.jsonl.gz", MRQA_RECORDS),
+          write_json_lines(tmp_path / "candidates.json.gz", CANDIDATES))
 
 
 def test_fixture_candidates_are_sorted_as_strings():
@@ -105,7 +36,7 @@ def test_read_mrqa(files):
 
 
 def test_read_mrqa_without_header(tmp_path):
-  path = _write(tmp_path / "sample.jsonl", MRQA_RECORDS[1:])
+  path = write_json_lines(tmp_path / "sample.jsonl", MRQA_RECORDS[1:])
   assert [c.line for c in multireqa.read_mrqa(path)] == [1, 2, 3]
 
 
@@ -118,7 +49,7 @@ def test_read_candidates_orders_by_offset(files):
 
 def test_hotpotqa_paragraph_sentence_ids(tmp_path):
   context = "First paragraph. Second sentence. Another paragraph."
-  path = _write(tmp_path / "candidates.json.gz", [
+  path = write_json_lines(tmp_path / "candidates.json.gz", [
       {"candidate_id": "HotpotQA_h1/h2/_0_0", "response_start": 0, "response_end": 16},
       {"candidate_id": "HotpotQA_h1/h2/_0_1", "response_start": 17, "response_end": 33},
       {"candidate_id": "HotpotQA_h1/h2/_1_0", "response_start": 34, "response_end": 52},
@@ -127,9 +58,9 @@ def test_hotpotqa_paragraph_sentence_ids(tmp_path):
   assert list(groups) == ["HotpotQA_h1/h2"]
   assert [context[c.start:c.end] for c in groups["HotpotQA_h1/h2"]] == [
       "First paragraph.", "Second sentence.", "Another paragraph."]
-  mrqa = _write(tmp_path / "HotpotQA.jsonl", [
-      {"context": context, "qas": [_qa("h2", "Which sentence?", ("Second", context)),
-                                   _qa("h1", "Which paragraph?", ("Another", context))]}])
+  mrqa = write_json_lines(tmp_path / "HotpotQA.jsonl", [
+      {"context": context, "qas": [qa("h2", "Which sentence?", ("Second", context)),
+                                   qa("h1", "Which paragraph?", ("Another", context))]}])
   _, eval_set, _ = multireqa.build(mrqa, path, "hotpot")
   assert eval_set.qrels == {"h2": {"HotpotQA_h1/h2/_0_1": 1}, "h1": {"HotpotQA_h1/h2/_1_0": 1}}
 
@@ -167,9 +98,9 @@ def test_build_is_deterministic(files):
 
 
 def test_sentence_past_its_context(tmp_path):
-  mrqa = _write(tmp_path / "m.jsonl", [{"context": "Short.", "qas": [
-      _qa("q1", "What?", ("Short", "Short."))]}])
-  candidates = _write(tmp_path / "c.jsonl", [
+  mrqa = write_json_lines(tmp_path / "m.jsonl", [{"context": "Short.", "qas": [
+      qa("q1", "What?", ("Short", "Short."))]}])
+  candidates = write_json_lines(tmp_path / "c.jsonl", [
       {"candidate_id": "SQuAD_q1/_0", "response_start": 0, "response_end": 6},
       {"candidate_id": "SQuAD_q1/_1", "response_start": 7, "response_end": 20}])
   with pytest.raises(DataError, match=r"c\.jsonl:2: .*past the end"):
@@ -177,15 +108,15 @@ def test_sentence_past_its_context(tmp_path):
 
 
 def test_repeated_qid(tmp_path):
-  record = {"context": "Short.", "qas": [_qa("q1", "What?", ("Short", "Short."))]}
-  mrqa = _write(tmp_path / "m.jsonl", [record, record])
-  candidates = _write(tmp_path / "c.jsonl", [
+  record = {"context": "Short.", "qas": [qa("q1", "What?", ("Short", "Short."))]}
+  mrqa = write_json_lines(tmp_path / "m.jsonl", [record, record])
+  candidates = write_json_lines(tmp_path / "c.jsonl", [
       {"candidate_id": "SQuAD_q1/_0", "response_start": 0, "response_end": 6}])
   with pytest.raises(DataError, match=r"m\.jsonl:2: qid q1 appears twice"):
     multireqa.build(mrqa, candidates)
 
 
-GOOD_QA = _qa("q1", "What?", ("Short", "Short."))
+GOOD_QA = qa("q1", "What?", ("Short", "Short."))
 
 
 @pytest.mark.parametrize("line, match", [
@@ -204,7 +135,7 @@ GOOD_QA = _qa("q1", "What?", ("Short", "Short."))
     ("[1, 2]", "expected a JSON object"),
 ])
 def test_read_mrqa_errors(tmp_path, line, match):
-  path = _write(tmp_path / "bad.jsonl.gz", [MRQA_RECORDS[0], MRQA_RECORDS[1], line])
+  path = write_json_lines(tmp_path / "bad.jsonl.gz", [MRQA_RECORDS[0], MRQA_RECORDS[1], line])
   with pytest.raises(DataError, match=match) as error:
     list(multireqa.read_mrqa(path))
   assert (error.value.path, error.value.line) == (str(path), 3)
@@ -226,7 +157,7 @@ def test_read_mrqa_errors(tmp_path, line, match):
      "not 0 <= start <= end"),
 ])
 def test_read_candidates_errors(tmp_path, line, match):
-  path = _write(tmp_path / "candidates.json.gz", [
+  path = write_json_lines(tmp_path / "candidates.json.gz", [
       {"candidate_id": "SQuAD_q1/_0", "response_start": 0, "response_end": 6}, line])
   with pytest.raises(DataError, match=match) as error:
     multireqa.read_candidates(path)
@@ -271,9 +202,9 @@ def _answers_by_query(mrqa_path, eval_set):
   answers = {}
   with gzip.open(mrqa_path, "rt", encoding="utf-8") as f:
     for line in f:
-      for qa in json.loads(line).get("qas", []):
-        answers.setdefault(normalize_text(qa["question"]), set()).update(
-            a["text"].lower() for a in qa["detected_answers"])
+      for entry in json.loads(line).get("qas", []):
+        answers.setdefault(normalize_text(entry["question"]), set()).update(
+            a["text"].lower() for a in entry["detected_answers"])
   return {qid: answers[normalize_text(text)] for qid, text in eval_set.queries.items()}
 
 

@@ -29,14 +29,24 @@ def test_ci_runs_the_readme_commands():
     assert command in ci, f".ci/run does not run README.md's command {command!r}"
 
 
-def test_tasks_package_is_installed():
-  import samtone_jax.tasks  # pylint: disable=g-import-not-at-top,unused-import
-
-
-def _fresh_python(code: str) -> subprocess.CompletedProcess:
-  """`code` run by a new interpreter in the checkout (nothing imported before it)."""
-  return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+def _fresh_python(code: str, cwd=ROOT) -> subprocess.CompletedProcess:
+  """`code` run by a new interpreter (nothing imported before it) in `cwd`, the checkout by
+  default."""
+  return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True,
                         timeout=300, check=False)
+
+
+def test_tasks_package_is_installed(tmp_path):
+  """From a folder outside the checkout, `import samtone_jax.tasks` registers the sources'
+  tasks, and the quickstart vocabulary that the package carries is there."""
+  done = _fresh_python(
+      "import pathlib, seqio\n"
+      "from samtone_jax.tasks import vocabularies\n"
+      "seqio.get_mixture_or_task('stdlib_code_search')\n"
+      "seqio.get_mixture_or_task('msmarco_passage')\n"
+      "assert pathlib.Path(vocabularies.QUICKSTART_PATH).is_file(), vocabularies.QUICKSTART_PATH",
+      cwd=tmp_path)
+  assert done.returncode == 0, done.stderr[-3000:]
 
 
 def test_importing_the_library_leaves_tensorflow_and_stderr_alone():
@@ -50,10 +60,13 @@ def test_importing_the_library_leaves_tensorflow_and_stderr_alone():
 
 def test_no_library_module_imports_the_tasks():
   """Every module of samtone_jax/ imports without the user-extensible tasks/: the library
-  never depends on the sources that register into it."""
+  never depends on the sources that register into it. (An editable install lists the
+  installed folders tasks/ and gin_configs/ among the package's modules: they are not
+  library modules.)"""
   done = _fresh_python(
       "import importlib, pkgutil, sys; import samtone_jax\n"
       "for module in pkgutil.iter_modules(samtone_jax.__path__):\n"
+      "  if module.name in ('tasks', 'gin_configs'): continue\n"
       "  importlib.import_module(f'samtone_jax.{module.name}')\n"
       "  tasks = sorted(m for m in sys.modules if m.startswith('samtone_jax.tasks'))\n"
       "  assert not tasks, f'samtone_jax.{module.name} imports {tasks}'")

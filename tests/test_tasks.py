@@ -1,8 +1,6 @@
 """The registered SeqIO tasks and evaluation sets, end to end from files in official formats."""
 
 import pathlib
-import subprocess
-import sys
 
 import pytest
 import seqio
@@ -10,7 +8,7 @@ import tensorflow_datasets as tfds
 
 from samtone_jax import data_files, eval_sets, feature_converter, inputs
 from samtone_jax.tasks import beir, multireqa, pairs, quickstart, vocabularies
-from tests import test_msmarco, test_multireqa
+from tests import format_files
 
 VOCAB = vocabularies.quickstart_vocabulary()  # T5's special ids; exact round trips
 LENGTHS = {"queries": 64, "passages": 512}
@@ -57,8 +55,8 @@ def test_stdlib_code_search(tfds_dir):
 def test_msmarco_passage_triples(tfds_dir, tmp_path):
   folder = tmp_path / "downloads" / "msmarco"
   folder.mkdir(parents=True)
-  for name, content in test_msmarco.FILES.items():
-    test_msmarco._write(folder / name, content)  # pylint: disable=protected-access
+  for name, content in format_files.MSMARCO_FILES.items():
+    format_files.write(folder / name, content)
   pairs.register_pairs_task("msmarco_passage_triples", "msmarco_passage/triples:1.0.0", VOCAB,
                             negatives=True)
   listing = lambda: sorted((p.name, p.stat().st_mtime_ns) for p in folder.rglob("*"))
@@ -74,10 +72,10 @@ def test_multireqa_subset(tfds_dir, tmp_path):
   root = tmp_path / "downloads"
   for split in ("train", "dev"):
     mrqa_path, candidates_path = multireqa.paths(root, "SQuAD", split)
-    for path, records in ((mrqa_path, test_multireqa.MRQA_RECORDS),
-                          (candidates_path, test_multireqa.CANDIDATES)):
+    for path, records in ((mrqa_path, format_files.MRQA_RECORDS),
+                          (candidates_path, format_files.CANDIDATES)):
       pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
-      test_multireqa._write(path, records)  # pylint: disable=protected-access
+      format_files.write_json_lines(path, records)
   want, _, _ = multireqa.build(*multireqa.paths(root, "SQuAD", "dev"))
   pairs.register_pairs_task("multireqa_squad", "multireqa/squad:1.0.0", VOCAB)
   for split in ("train", "validation"):
@@ -122,17 +120,6 @@ def test_real_evaluation_sets(shared_data, monkeypatch):
 def test_unknown_evaluation_set_lists_the_known_ones():
   with pytest.raises(KeyError, match="beir_nfcorpus"):
     eval_sets.get("beir_nfcorpuss")
-
-
-def test_prepare_data_command(tmp_path):
-  """The command, as a user runs it (a process of its own: seqio remembers TFDS folders)."""
-  done = subprocess.run(
-      [sys.executable, "-m", "samtone_jax.prepare_data", "stdlib_code_search",
-       "--tfds_data_dir", str(tmp_path)], capture_output=True, text=True, timeout=300,
-      check=False)
-  assert done.returncode == 0, done.stderr[-3000:]
-  assert "stdlib_code_search: prepared" in done.stdout
-  assert list(tmp_path.glob("stdlib_code_search/*/1.0.0/*train.tfrecord*"))
 
 
 def test_t5_vocabulary_path_is_read_at_first_use_from_gin_or_the_environment(monkeypatch):

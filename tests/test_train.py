@@ -3,7 +3,6 @@
 import itertools
 import json
 import os
-import pathlib
 import re
 import signal
 import subprocess
@@ -15,46 +14,16 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-import seqio
 
 import samtone_jax.tasks  # pylint: disable=unused-import
-from samtone_jax import checkpoints, inputs, launch, loop, run_dir, train
+from samtone_jax import inputs, launch, loop, train
 from samtone_jax.tasks import vocabularies
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-TINY_RUN = ["TRAIN_STEPS = 12", "BATCH_SIZE = 16", "CHECKPOINT_PERIOD = 4", "EVAL_PERIOD = 4",
-            "TASK_FEATURE_LENGTHS = {'queries': 16, 'passages': 32}",
-            "settings.Evaluation.batches = 2", "train_lib.train.log_period = 4",
-            "t5.T5Config.d_model = 32", "t5.T5Config.d_ff = 32", "t5.T5Config.num_layers = 1",
-            "t5.T5Config.dropout_rate = 0.1"]
-
-
-@pytest.fixture(scope="module")
-def tfds_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("tfds"))
-  seqio.set_tfds_data_dir_override(path)
-  yield path
-  seqio.set_tfds_data_dir_override(None)
-
-
-def _run(model_dir, *bindings):
-  gin.clear_config()
-  launch.parse_gin(["experiments/quickstart.gin"],
-                  [f"MODEL_DIR = '{model_dir}'", *TINY_RUN, *bindings])
-  try:
-    return gin.get_configurable(train.train)()
-  finally:
-    gin.clear_config()
-
-
-def _params(model_dir, step):
-  """The parameters of a checkpoint, whatever devices and processes saved it (as the evaluate
-  command reads them; the model is only needed for pretrained folders)."""
-  return checkpoints.load_params(None, run_dir.RunDir(model_dir).checkpoint(step), {})
+from tests import processes
+from tests.training import ROOT, TINY_RUN, run_training, trained_params
 
 
 def test_resumed_run_equals_uninterrupted_run(tfds_dir, tmp_path):
-  whole = _run(tmp_path / "whole")
+  whole = run_training(tmp_path / "whole")
   assert whole["step"] == 12
   assert "TRAIN_STEPS = 12" in (tmp_path / "whole" / "config.gin").read_text()
   written = json.loads((tmp_path / "whole" / "metrics.json").read_text())
@@ -64,12 +33,12 @@ def test_resumed_run_equals_uninterrupted_run(tfds_dir, tmp_path):
       "retrieval/stdlib_code_search_test/P@1"]
   assert list((tmp_path / "whole" / "summaries").glob("events.out.tfevents*"))
 
-  _run(tmp_path / "parts", "settings.Checkpointing.steps_per_run = 8")  # as if stopped at 8
+  run_training(tmp_path / "parts", "settings.Checkpointing.steps_per_run = 8")  # as if stopped at 8
   assert ocp.CheckpointManager((tmp_path / "parts" / "checkpoints").absolute()).latest_step() == 8
-  resumed = _run(tmp_path / "parts")  # the same MODEL_DIR: resumes at step 8
+  resumed = run_training(tmp_path / "parts")  # the same MODEL_DIR: resumes at step 8
   assert resumed["step"] == 12
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-               _params(tmp_path / "parts", 12), _params(tmp_path / "whole", 12))
+               trained_params(tmp_path / "parts", 12), trained_params(tmp_path / "whole", 12))
   assert resumed["train/loss"] == pytest.approx(whole["train/loss"], rel=1e-5)
 
 
@@ -98,9 +67,9 @@ NO_EVALUATION = ("EVAL_SPLIT = None", "EVAL_TASKS = []")
 def test_a_poisoned_batch_stops_the_run_naming_its_step(tfds_dir, tmp_path, poison):
   poison(6)
   with pytest.raises(loop.TrainingError, match="non-finite training metrics at step 6"):
-    _run(tmp_path, *NO_EVALUATION)
+    run_training(tmp_path, *NO_EVALUATION)
   assert ocp.CheckpointManager(tmp_path.absolute() / "checkpoints").all_steps() == [4]
-  assert all(np.isfinite(x).all() for x in jax.tree.leaves(_params(tmp_path, 4)))
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(trained_params(tmp_path, 4)))
   assert not (tmp_path / "metrics.json").exists()
 
 
@@ -118,11 +87,11 @@ def _summaries(model_dir, tag) -> dict[int, float]:
 
 def test_skip_nonfinite_goes_on_and_counts_the_poisoned_step(tfds_dir, tmp_path, poison):
   poison(6)
-  final = _run(tmp_path, *NO_EVALUATION, "SKIP_NONFINITE = True")
+  final = run_training(tmp_path, *NO_EVALUATION, "SKIP_NONFINITE = True")
   assert final["step"] == 12 and final["train/skipped_steps"] == 1
   assert json.loads((tmp_path / "metrics.json").read_text())["train/skipped_steps"] == 1
   assert _summaries(tmp_path, "skipped_steps") == {4: 0, 8: 1, 12: 0}
-  assert all(np.isfinite(x).all() for x in jax.tree.leaves(_params(tmp_path, 12)))
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(trained_params(tmp_path, 12)))
 
 
 @pytest.mark.parametrize("binding, message", [
@@ -170,7 +139,7 @@ def test_bad_configuration_fails_before_anything_is_compiled(tfds_dir, tmp_path,
   """A ValueError (KeyError for an unknown name) naming the value, before MODEL_DIR is
   created: the train state, the first thing compiled, is made after that."""
   with pytest.raises((ValueError, KeyError), match=re.escape(message)):
-    _run(tmp_path / "run", binding)
+    run_training(tmp_path / "run", binding)
   assert not (tmp_path / "run").exists()
 
 
@@ -198,19 +167,11 @@ def test_two_evaluation_folders_of_one_name_are_reported_apart(tfds_dir, tmp_pat
   corpus = {f"d{i}": f"{words[i % 8]} {words[(3 * i) % 8]} {i}" for i in range(20)}
   a = beir_folder(tmp_path / "a" / "eval", corpus)
   b = beir_folder(tmp_path / "b" / "eval", dict(list(corpus.items())[:8]))
-  final = _run(tmp_path / "run", "TRAIN_STEPS = 1", "EVAL_PERIOD = 1", "EVAL_SPLIT = None",
-               f"EVAL_TASKS = ['beir:{a}', 'beir:{b}']")
+  final = run_training(tmp_path / "run", "TRAIN_STEPS = 1", "EVAL_PERIOD = 1",
+                       "EVAL_SPLIT = None", f"EVAL_TASKS = ['beir:{a}', 'beir:{b}']")
   assert {key.split("/")[1] for key in final if key.startswith("retrieval/")} == {
       "beir_a_eval", "beir_b_eval"}
   assert final["retrieval/beir_b_eval/Recall@10"] == 1  # its 8 documents, each query's among
-
-
-def _assert_quiet(log: str) -> None:
-  """A successful run on CPU prints no error line, and nothing about CUDA (gin's search for
-  its include files, TensorFlow's GPU probing)."""
-  noisy = [line for line in log.splitlines() if re.search(r"\bERROR\b|cuda|cuInit", line,
-                                                          re.IGNORECASE)]
-  assert not noisy, noisy
 
 
 def test_sigterm_writes_a_checkpoint_and_exits(tmp_path):
@@ -236,7 +197,7 @@ def test_sigterm_writes_a_checkpoint_and_exits(tmp_path):
   log = "".join(lines) + out
   assert proc.returncode == 0, log[-3000:]
   assert "saving step" in log, log[-3000:]
-  _assert_quiet(log)
+  processes.assert_quiet(log)
   step = ocp.CheckpointManager(tmp_path.absolute() / "checkpoints").latest_step()
   assert step and step >= 50, log[-3000:]
   assert (tmp_path / "input_positions" / str(step)).is_dir()
@@ -252,62 +213,11 @@ def test_initial_checkpoint_path_starts_the_towers(tfds_dir, tmp_path):
                               relative_attention_num_buckets=32,
                               relative_attention_max_distance=128)
   _, tower = pretrained.load_hf_t5_encoder(tmp_path / "t5")
-  _run(tmp_path / "run", f"INITIAL_CHECKPOINT_PATH = '{tmp_path / 't5'}'",
-       "settings.Checkpointing.steps_per_run = 1", "LEARNING_RATE = 1e-12")
-  params = _params(tmp_path / "run", 1)
+  run_training(tmp_path / "run", f"INITIAL_CHECKPOINT_PATH = '{tmp_path / 't5'}'",
+               "settings.Checkpointing.steps_per_run = 1", "LEARNING_RATE = 1e-12")
+  params = trained_params(tmp_path / "run", 1)
   for name in ("query_tower", "passage_tower"):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), params[name], tower)
   with pytest.raises(pretrained.CheckpointError, match="num_layers: checkpoint 1, model 2"):
-    _run(tmp_path / "other", f"INITIAL_CHECKPOINT_PATH = '{tmp_path / 't5'}'",
-         "t5.T5Config.num_layers = 2")
-
-
-def test_evaluate_command_reproduces_the_training_evaluation(tfds_dir, tmp_path, monkeypatch):
-  """`python -m samtone_jax.evaluate` on a run's config.gin and MODEL_DIR gives the metrics
-  that the run reported, and writes metrics.json and a TREC run file. Both embed the corpus
-  into shards (training does so above STREAMED_CORPUS documents)."""
-  monkeypatch.setattr(train, "STREAMED_CORPUS", 0)
-  final = _run(tmp_path / "run", "TRAIN_STEPS = 4")
-  meta = json.loads((tmp_path / "run" / "eval_embeddings" / "stdlib_code_search_test" /
-                     "meta.json").read_text())
-  assert meta["checkpoint"] == str(tmp_path / "run") and meta["step"] == 4
-  assert meta["rows"] > 100
-  done = subprocess.run(
-      [sys.executable, "-m", "samtone_jax.evaluate",
-       f"--gin_file={tmp_path / 'run' / 'config.gin'}", "--gin_file=runs/eval.gin",
-       f"--gin.CHECKPOINT_PATH='{tmp_path / 'run'}'",
-       "--gin.EVAL_TASKS=['stdlib_code_search_test']"],
-      cwd=ROOT, capture_output=True, text=True, timeout=600,
-      env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8"), check=False)
-  assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-  _assert_quiet(done.stdout + done.stderr)
-  written = json.loads((tmp_path / "run" / "eval" / "metrics.json").read_text())
-  got = written["stdlib_code_search_test"]
-  for name in ("P@1", "MRR", "nDCG@10", "Recall@100"):
-    assert got[name] == pytest.approx(final[f"retrieval/stdlib_code_search_test/{name}"],
-                                      abs=1e-6)
-  assert (tmp_path / "run" / "eval" / "embeddings" / "stdlib_code_search_test" /
-          "shard-00000.npy").is_file()
-  lines = (tmp_path / "run" / "eval" / "stdlib_code_search_test.trec").read_text().splitlines()
-  qid, q0, doc, rank, score, tag = lines[0].split()
-  assert (q0, rank, tag) == ("Q0", "1", "samtone_jax") and float(score)
-
-
-def test_analysis_command_writes_three_figures_and_numbers(tfds_dir, tmp_path):
-  import matplotlib.image  # pylint: disable=g-import-not-at-top
-  for name, loss in (("softmax", "none"), ("samtone", "query")):
-    _run(tmp_path / name, "TRAIN_STEPS = 4", f"SAME_TOWER = '{loss}'")
-  done = subprocess.run(
-      [sys.executable, "-m", "samtone_jax.analysis", f"--checkpoint={tmp_path / 'softmax'}",
-       f"--checkpoint={tmp_path / 'samtone'}", "--task=stdlib_code_search_test",
-       f"--out={tmp_path / 'figures'}", "--sample=100"],
-      cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
-  assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-  for name in ("figure1_tsne", "figure5_top1_similarity", "figure6_qq_over_qp"):
-    image = matplotlib.image.imread(tmp_path / "figures" / f"{name}.png")
-    assert image.shape[0] > 200 and image.shape[1] > 300 and image.std() > 0.01, name
-  summary = json.loads((tmp_path / "figures" / "analysis.json").read_text())
-  assert set(summary) == {"softmax", "samtone"}
-  for stats in summary.values():
-    assert -1 <= stats["top1_similarity"]["mean"] <= 1
-    assert stats["alignment"]["to_positive"] > 0 and stats["alignment"]["to_nearest_query"] > 0
+    run_training(tmp_path / "other", f"INITIAL_CHECKPOINT_PATH = '{tmp_path / 't5'}'",
+                 "t5.T5Config.num_layers = 2")
