@@ -145,10 +145,19 @@ def _keep(query: str, passage: str) -> bool:
 
 
 def _read(path: pathlib.Path) -> tuple[list[str], ast.Module]:
-  """The lines and syntax tree of a Python file, decoded as its coding cookie says."""
+  """The lines and syntax tree of a Python file, decoded as its coding cookie says.
+
+  Raises:
+    SyntaxError: also for a file too deeply nested to parse, on which CPython's parser raises
+      MemoryError ("Parser stack overflowed") or its syntax tree RecursionError.
+  """
   with tokenize.open(path) as f:
     source = f.read()
-  return source.splitlines(keepends=True), ast.parse(source, filename=str(path))
+  try:
+    tree = ast.parse(source, filename=str(path))
+  except (MemoryError, RecursionError) as e:
+    raise SyntaxError(f"{path}: too deeply nested to parse ({type(e).__name__})") from None
+  return source.splitlines(keepends=True), tree
 
 
 def _module_pairs(path: pathlib.Path, module: str) -> Iterator[dict[str, str]]:

@@ -117,6 +117,8 @@ def test_unreadable_files_are_skipped_with_a_warning(tmp_path, monkeypatch, capl
       'def f(x):\n  """Return x plus one."""\n  y = x + 1\n  return y\n')
   (tmp_path / "broken.py").write_text("def f(:\n")
   (tmp_path / "latin.py").write_bytes(b"s = '\xe9'\n")
+  (tmp_path / "deep.py").write_text("x = " + "-" * 100_000 + "1\n")  # the parser overflows
+  (tmp_path / "long.py").write_text("x = 1" + " + 1" * 100_000 + "\n")  # ast's recursion
   (tmp_path / "test").mkdir()
   (tmp_path / "test" / "test_skipped.py").write_text((tmp_path / "good.py").read_text())
   monkeypatch.setattr(sysconfig, "get_paths", lambda: {"stdlib": str(tmp_path)})
@@ -129,7 +131,7 @@ def test_unreadable_files_are_skipped_with_a_warning(tmp_path, monkeypatch, capl
   assert [pair for split in pairs.values() for pair in split] == [{
       "query": "Return x plus one.", "passage": "def f(x):\n  y = x + 1\n  return y",
       "module": "good", "function": "f"}]
-  assert "skipped 2 standard library files" in caplog.text
+  assert "skipped 4 standard library files" in caplog.text
 
 
 def test_vocabulary_has_t5_special_ids(sp):
