@@ -73,7 +73,7 @@ def test_missing_files_are_named(tmp_path, capsys):
   assert "SQuAD.jsonl.gz" not in message
 
 
-@pytest.mark.slow  # about 3 minutes: two training runs, each scored on BioASQ's 14k sentences
+@pytest.mark.slow  # 3 to 4 minutes: two training runs, each scored on BioASQ's 14k sentences
 def test_the_study_end_to_end_on_a_few_contexts(shared_data, tmp_path):
   from samtone_jax import beir_format, bm25  # pylint: disable=g-import-not-at-top
   out = tmp_path / "study"
