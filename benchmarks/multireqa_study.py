@@ -189,7 +189,7 @@ def train(run: Run, out: pathlib.Path, extra: tuple[str, ...], one_thread: bool)
   if not (model_dir / "metrics.json").exists():
     model_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    _common.run_logged(
+    _common.run_logged(  # this checkout's gin files, whichever copy of the library is installed
         [sys.executable, "-m", "samtone_jax.train",
          f"--gin_search_paths={_common.ROOT / 'gin_configs'}",
          "--gin_file=experiments/multireqa_study.gin",
