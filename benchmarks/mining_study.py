@@ -17,34 +17,18 @@ skipped: after a crash, rerun the command. Writes OUT/mining_study.json and OUT/
 import argparse
 import concurrent.futures
 import json
-import os
 import pathlib
-import statistics
-import subprocess
 import sys
 
 import _common
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 EVAL_SET = "stdlib_code_search_test"
 METRICS = ("P@1", "MRR", "Recall@10")
-ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
 def _vocabulary_flag() -> str:
   from samtone_jax.tasks import vocabularies  # pylint: disable=g-import-not-at-top
   return f"--gin.vocabularies.t5_vocabulary_path.path='{vocabularies.QUICKSTART_PATH}'"
-
-
-def _run(command: list[str], log: pathlib.Path, one_thread: bool) -> None:
-  env = dict(os.environ)
-  if one_thread:
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + ONE_THREAD).strip()
-  with open(log, "w") as f:
-    done = subprocess.run(command, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
-                          check=False)
-  if done.returncode:
-    raise RuntimeError(f"{' '.join(command[:3])} failed; see {log}")
 
 
 def train(out: pathlib.Path, name: str, train_file: pathlib.Path, negatives: int, seed: int,
@@ -53,19 +37,15 @@ def train(out: pathlib.Path, name: str, train_file: pathlib.Path, negatives: int
   if not (model_dir / "metrics.json").exists():
     model_dir.mkdir(parents=True, exist_ok=True)
     task = "own_pairs_with_negatives" if negatives else "own_pairs"
-    _run([sys.executable, "-m", "samtone_jax.train", "--gin_file=experiments/quickstart.gin",
-          f"--gin.MODEL_DIR='{model_dir}'", f"--gin.SEED={seed}",
-          f"--gin.MIXTURE_OR_TASK_NAME='{task}'", f"--gin.NUM_NEGATIVES={negatives}",
-          f"--gin.own_data.pairs_files.train=['{train_file}']",
-          f"--gin.own_data.pairs_files.num_negatives={negatives}", "--gin.EVAL_SPLIT=None",
-          _vocabulary_flag()], model_dir / "train.log", one_thread)
+    _common.run_logged(
+        [sys.executable, "-m", "samtone_jax.train", "--gin_file=experiments/quickstart.gin",
+         f"--gin.MODEL_DIR='{model_dir}'", f"--gin.SEED={seed}",
+         f"--gin.MIXTURE_OR_TASK_NAME='{task}'", f"--gin.NUM_NEGATIVES={negatives}",
+         f"--gin.own_data.pairs_files.train=['{train_file}']",
+         f"--gin.own_data.pairs_files.num_negatives={negatives}", "--gin.EVAL_SPLIT=None",
+         _vocabulary_flag()], model_dir / "train.log", one_thread)
   metrics = json.loads((model_dir / "metrics.json").read_text())
   return {m: metrics[f"retrieval/{EVAL_SET}/{m}"] for m in METRICS}
-
-
-def _mean_std(values: list[float]) -> str:
-  std = statistics.stdev(values) if len(values) > 1 else 0.0
-  return f"{statistics.fmean(values):.3f} ± {std:.3f}"
 
 
 def main() -> None:
@@ -96,10 +76,11 @@ def main() -> None:
     mined = out / "mined.jsonl"
     if not mined.exists():
       first = out / "negatives0_seed0"
-      _run([sys.executable, "-m", "samtone_jax.mine", f"--gin_file={first / 'config.gin'}",
-            "--gin_file=runs/mine.gin", f"--gin.CHECKPOINT_PATH='{first}'",
-            f"--gin.MINE_INPUT_FILES=['{train_file}']", f"--gin.MINE_OUTPUT_FILE='{mined}'"],
-           out / "mine.log", one_thread=False)
+      _common.run_logged(
+          [sys.executable, "-m", "samtone_jax.mine", f"--gin_file={first / 'config.gin'}",
+           "--gin_file=runs/mine.gin", f"--gin.CHECKPOINT_PATH='{first}'",
+           f"--gin.MINE_INPUT_FILES=['{train_file}']", f"--gin.MINE_OUTPUT_FILE='{mined}'"],
+          out / "mine.log", one_thread=False)
     retrained = {k: submit(k, mined) for k in (1, 3)}  # both at once, across the workers
     results.update({k: gather(futures) for k, futures in retrained.items()})
 
@@ -108,7 +89,8 @@ def main() -> None:
   for k, by_seed in results.items():
     label = "in-batch only" if k == 0 else f"{k} mined"
     lines.append(f"| {label} | " + " | ".join(
-        _mean_std([r[m] for r in by_seed.values()]) for m in METRICS) + " |")
+        _common.mean_std_text(_common.mean_std([r[m] for r in by_seed.values()]))
+        for m in METRICS) + " |")
   (out / "mining_study.md").write_text("\n".join(lines) + "\n")
   (out / "mining_study.json").write_text(json.dumps(
       {"machine": _common.machine(devices=False), "seeds": args.seeds,

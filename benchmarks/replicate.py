@@ -35,6 +35,8 @@ import sys
 import time
 from typing import Optional
 
+import _common  # pylint: disable=g-bad-import-order  (this folder)
+
 ARCHITECTURES = ("sde", "ade", "ade_spl")
 LOSSES = {"in_batch_softmax": "in-batch softmax", "samtone": "SamToNe (query)",
           "samtone_both": "SamToNe (both)", "pair": "PAIR"}
@@ -42,7 +44,6 @@ SECTION_3_4_LOSSES = {"in_batch_softmax": "in-batch softmax",
                       "samtone_document": "SamToNe (document)"}
 EVAL_SET = "stdlib_code_search_test"
 METRICS = ("P@1", "MRR", "Recall@10")
-ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,11 +129,6 @@ def _worker_init() -> None:
   logging.basicConfig(level=logging.WARNING)  # our lines go to each run's train.log
 
 
-def mean_std(values: list[float]) -> dict[str, float]:
-  return {"mean": statistics.fmean(values),
-          "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
-
-
 def summarise(runs: list[Run], results: dict[str, dict]) -> dict[str, dict]:
   """Per cell (a Run but its seed): "<set>/<metric>" -> mean and std over the seeds, for
   METRICS on each evaluation set of the cell."""
@@ -143,7 +139,8 @@ def summarise(runs: list[Run], results: dict[str, dict]) -> dict[str, dict]:
   summary = {}
   for key, found in cells.items():
     names = set.intersection(*(set(metrics) for metrics in found))
-    summary[key] = {name[len("retrieval/"):]: mean_std([metrics[name] for metrics in found])
+    summary[key] = {name[len("retrieval/"):]:
+                    _common.mean_std([metrics[name] for metrics in found])
                     for name in sorted(names)
                     if name.startswith("retrieval/") and name.rsplit("/", 1)[1] in METRICS}
   return summary
@@ -170,10 +167,7 @@ def duplicate_statistics(batch_size: int) -> dict[str, float]:
 
 
 def _cell(summary: dict, key: str, name: str) -> str:
-  if name not in summary.get(key, {}):
-    return "n/a"
-  s = summary[key][name]
-  return f"{s['mean']:.3f} ± {s['std']:.3f}"
+  return _common.mean_std_text(summary.get(key, {}).get(name))
 
 
 def markdown(summary: dict, seeds: int, duplicates: dict) -> str:
@@ -218,9 +212,6 @@ def figures(out: pathlib.Path) -> Optional[pathlib.Path]:
 
 
 def main() -> None:
-  # This folder (first on sys.path when run as a script; imported here, not at the top, so
-  # that tests load this file on its own).
-  import _common  # pylint: disable=g-import-not-at-top
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--out", default="/tmp/samtone_replication", help="the runs' folder")
   parser.add_argument("--seeds", type=int, default=3, help="seeds of each cell")
@@ -233,7 +224,8 @@ def main() -> None:
   out.mkdir(parents=True, exist_ok=True)
   runs = [r for r in grid(args.seeds) if args.only in r.name]
   if args.workers > 1:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + ONE_THREAD).strip()
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " " + _common.ONE_THREAD).strip()
 
   # No JAX backend in this process: the workers start their own.
   machine = _common.machine(devices=False)
@@ -276,8 +268,9 @@ def main() -> None:
                   / 60 if timed and args.workers > 1 else None)
   report = {"benchmark": "replicate", "machine": machine, "workers": args.workers,
             "seeds": args.seeds, "invocation_wall_seconds": wall,
-            "run_seconds": mean_std([r["seconds"] for r in timed]) if timed else None,
-            "run_cpu_seconds": mean_std([r["cpu_seconds"] for r in timed]) if timed else None,
+            "run_seconds": _common.mean_std([r["seconds"] for r in timed]) if timed else None,
+            "run_cpu_seconds": (_common.mean_std([r["cpu_seconds"] for r in timed])
+                                if timed else None),
             "timed_runs": len(timed), "idle_machine_minutes": idle_minutes,
             "summary": summary, "duplicates": duplicates, "failed": failed,
             "runs": {name: r["metrics"] for name, r in results.items()},

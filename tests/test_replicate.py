@@ -3,10 +3,13 @@ test_experiments.py; the study itself is a benchmark, run by hand)."""
 
 import importlib.util
 import pathlib
+import sys
 
 import numpy as np
 
-_PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "replicate.py"
+_BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(_BENCHMARKS))  # replicate.py imports _common, as when run as a script
+_PATH = _BENCHMARKS / "replicate.py"
 _SPEC = importlib.util.spec_from_file_location("replicate", _PATH)
 replicate = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(replicate)
