@@ -10,18 +10,11 @@ from flax import linen as nn
 from samtone_jax import embedder as embedder_lib
 from samtone_jax import partitioning
 from tests import hf_fixtures
+from tests.byte_ids import byte_ids
 
 TEXTS = ["apple banana", "cherry", "a text longer than the sixteen bytes of a passage",
          "", "date elder fig", "grape"]
 
-
-def _byte_ids(texts, length):
-  """ByteVocabulary's ids written out: each byte + 3, cut to length - 1, EOS (1), 0s."""
-  ids = np.zeros((len(texts), length), np.int32)
-  for row, text in enumerate(texts):
-    tokens = [b + 3 for b in text.encode()][:length - 1] + [1]
-    ids[row, :len(tokens)] = tokens
-  return ids
 
 
 def _saved_params(model, step):
@@ -31,7 +24,7 @@ def _saved_params(model, step):
 
 
 def _reference(model, params, texts, length, method):
-  return np.asarray(model.apply({"params": params}, _byte_ids(texts, length),
+  return np.asarray(model.apply({"params": params}, byte_ids(texts, length),
                                 method=getattr(model, method)))
 
 

@@ -11,6 +11,7 @@ import seqio
 from samtone_jax import bm25, data_files, embedder, evaluator, partitioning, run_dir
 from samtone_jax import metrics as metrics_lib
 from samtone_jax import beir_format
+from tests.byte_ids import byte_ids
 
 WORDS = ["apple", "banana", "cherry", "date", "elder", "fig", "grape", "hazel", "iris", "jam"]
 CORPUS = {f"d{i}": f"{WORDS[i % 10]} {WORDS[(3 * i) % 10]} {WORDS[(7 * i) % 10]} {i}"
@@ -36,19 +37,11 @@ def _toy_embedder(encode=_projected, batch_size=8):
                            partitioning.create_mesh(), batch_size=batch_size)
 
 
-def _byte_ids(texts, length):
-  """ByteVocabulary's ids written out: each byte + 3, cut to length - 1, EOS (1), 0s."""
-  ids = np.zeros((len(texts), length), np.int32)
-  for row, text in enumerate(texts):
-    tokens = [b + 3 for b in text.encode()][:length - 1] + [1]
-    ids[row, :len(tokens)] = tokens
-  return ids
-
 
 def _numpy_metrics(eval_set, k):
   """The metrics of a brute-force ranking in numpy of the projected toy embeddings: the top
   k of each query by score, a document of the query's id dropped."""
-  emb = lambda texts, length: np.asarray(_projected(None, _byte_ids(texts, length)))
+  emb = lambda texts, length: np.asarray(_projected(None, byte_ids(texts, length)))
   query_ids, doc_ids = list(eval_set.qrels), list(eval_set.corpus)
   scores = (emb([eval_set.queries[q] for q in query_ids], LENGTHS["queries"])
             @ emb(list(eval_set.corpus.values()), LENGTHS["passages"]).T)
