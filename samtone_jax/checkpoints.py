@@ -64,10 +64,10 @@ class Checkpointer:
   def save(self, state: trainer.TrainState, step: int) -> None:
     """Saves `state` (of step `step`), unless saved already; TrainingError if its
     parameters are not finite. Older input positions go with their checkpoints."""
-    if self.latest_step() == step:
+    latest = self.latest_step()
+    if latest == step:
       return
-    loop.check_finite(step, {"params_norm": float(self._params_norm(state.params))},
-                      self.latest_step())
+    loop.check_finite(step, {"params_norm": float(self._params_norm(state.params))}, latest)
     position = self._run.input_position(step)
     position.mkdir(parents=True, exist_ok=True)
     self._batches.save(position)  # before the checkpoint that refers to it

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from jax.experimental import multihost_utils
 
-_LOG = logging.getLogger("samtone_jax.train")
+_LOG = logging.getLogger("samtone_jax.train")  # its lines are train's progress, so named
 
 
 class TrainingError(RuntimeError):
